@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# One entry point for the whole course. Both commands are idempotent.
+#
+#   bash run.sh lab    # set up, build the tiny model, open JupyterLab on labs/
+#   bash run.sh test   # set up, run the whole test suite (unit tests + every solution notebook)
+#
+# Set-up creates .venv, installs the CPU build of torch (torch==2.13.0), the pinned
+# requirements and ftlab (editable), and re-installs only when requirements change.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+STAMP="$VENV/.ftlab-installed"
+
+setup() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "[setup] creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+  fi
+  local want
+  want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+  if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+    echo "[setup] installing torch (CPU build), requirements.txt and ftlab"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    # torch first and alone, so nothing later can pull a multi-GB CUDA build.
+    "$VENV/bin/python" -m pip install -q "torch==2.13.0"
+    "$VENV/bin/python" -m pip install -q -r requirements.txt
+    "$VENV/bin/python" -m pip install -q --no-deps -e .
+    echo "$want" > "$STAMP"
+  fi
+}
+
+offline_env() {
+  export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+  export HF_HUB_DISABLE_PROGRESS_BARS=1 PYTHONHASHSEED=0
+}
+
+case "${1:-}" in
+  lab)
+    setup
+    offline_env
+    "$VENV/bin/python" -m ftlab.tiny build
+    exec "$VENV/bin/python" -m jupyter lab labs/
+    ;;
+  test)
+    setup
+    offline_env
+    export FTLAB_TRACKING=none WANDB_MODE=disabled MPLBACKEND=Agg
+    start=$(date +%s)
+    "$VENV/bin/python" -m ftlab.tiny build
+    "$VENV/bin/python" -m pytest -p no:cacheprovider --durations=20 \
+      --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg \
+      tests solutions "${@:2}"
+    echo "[test] total $(( $(date +%s) - start )) s after set-up"
+    ;;
+  *)
+    echo "usage: bash run.sh lab | bash run.sh test [pytest args]" >&2
+    exit 2
+    ;;
+esac

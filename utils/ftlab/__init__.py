@@ -1,0 +1,17 @@
+"""ftlab: the shared package of the LLM fine-tuning workbook.
+
+Modules (import what you need; nothing heavy is imported here):
+
+- ``ftlab.paths``      where the repository, data and caches live
+- ``ftlab.profile``    hardware profiles (cpu, t4, a100) and their settings
+- ``ftlab.tiny``       the offline tiny Llama model and its tokenizer
+- ``ftlab.data``       JSONL loaders with schema validation
+- ``ftlab.eval``       tone and fact scorers
+- ``ftlab.memory``     training-memory estimator (also a command line)
+- ``ftlab.plots``      plotting helpers shared by every lab
+- ``ftlab.tracking``   experiment tracking (wandb offline by default)
+- ``ftlab.notebooks``  build student labs from solutions, and check them
+- ``ftlab.envcheck``   the environment report printed by lab 00
+"""
+
+__version__ = "0.1.0"

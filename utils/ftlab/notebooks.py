@@ -1,0 +1,165 @@
+"""Solutions are the source; student labs are generated from them.
+
+Commands::
+
+    python -m ftlab.notebooks build              # write labs/ from solutions/
+    python -m ftlab.notebooks check              # fail if labs/ is stale or hand-edited
+    python -m ftlab.notebooks execute [NB ...]   # re-run solutions in place (stored reference outputs)
+
+The conversion uses nbgrader's own preprocessors (without its database):
+
+- code between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` becomes a stub
+  that raises ``NotImplementedError``; in Markdown it becomes "YOUR ANSWER HERE";
+- ``### BEGIN HIDDEN TESTS`` ... ``### END HIDDEN TESTS`` blocks are removed;
+- outputs and execution counts are cleared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import nbformat
+
+from ftlab.paths import LABS_DIR, SOLUTIONS_DIR
+
+MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION", "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
+CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
+# Cell metadata that records how a run went, not what the cell is.
+VOLATILE_CELL_METADATA = ("execution", "collapsed", "scrolled")
+
+
+def student_version(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The student copy of a solution notebook (a new object; the input is unchanged)."""
+    from nbgrader.preprocessors import ClearHiddenTests, ClearOutput, ClearSolutions
+
+    nb = copy.deepcopy(notebook)
+    steps = (
+        ClearSolutions(enforce_metadata=False, code_stub={"python": CODE_STUB}),
+        ClearHiddenTests(enforce_metadata=False),
+        ClearOutput(),
+    )
+    for step in steps:
+        nb, _ = step.preprocess(nb, {})
+    for cell in nb.cells:
+        for key in VOLATILE_CELL_METADATA:
+            cell.metadata.pop(key, None)
+    nb.metadata.pop("widgets", None)
+    return nb
+
+
+def render(notebook: nbformat.NotebookNode) -> str:
+    """Serialise exactly as written to disk, so check can compare text."""
+    return nbformat.writes(notebook) + "\n"
+
+
+def solution_paths(solutions_dir: Path = SOLUTIONS_DIR) -> list[Path]:
+    return sorted(solutions_dir.glob("[0-9A]*.ipynb"))
+
+
+def build(solutions_dir: Path = SOLUTIONS_DIR, labs_dir: Path = LABS_DIR) -> list[Path]:
+    """Write one lab per solution notebook; return the paths written."""
+    labs_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for source in solution_paths(solutions_dir):
+        target = labs_dir / source.name
+        text = render(student_version(nbformat.read(source, as_version=4)))
+        if not target.exists() or target.read_text(encoding="utf-8") != text:
+            target.write_text(text, encoding="utf-8")
+            written.append(target)
+    return written
+
+
+def problems_in_lab(path: Path) -> list[str]:
+    """What must never appear in a student lab: outputs, counts, solution markers."""
+    found = []
+    nb = nbformat.read(path, as_version=4)
+    for index, cell in enumerate(nb.cells, start=1):
+        for marker in MARKERS:
+            if marker in cell.source:
+                found.append(f"{path.name} cell {index}: contains '{marker}'")
+        if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None):
+            found.append(f"{path.name} cell {index}: has outputs (labs are committed without outputs)")
+    return found
+
+
+def check(solutions_dir: Path = SOLUTIONS_DIR, labs_dir: Path = LABS_DIR) -> list[str]:
+    """Every difference between labs/ and what build would write, as messages."""
+    problems: list[str] = []
+    expected_names = set()
+    for source in solution_paths(solutions_dir):
+        expected_names.add(source.name)
+        target = labs_dir / source.name
+        if not target.exists():
+            problems.append(f"labs/{source.name} is missing")
+            continue
+        problems += problems_in_lab(target)
+        text = render(student_version(nbformat.read(source, as_version=4)))
+        if target.read_text(encoding="utf-8") != text:
+            problems.append(f"labs/{source.name} differs from what solutions/{source.name} generates")
+    for extra in sorted(labs_dir.glob("*.ipynb")):
+        if extra.name not in expected_names:
+            problems.append(f"labs/{extra.name} has no source in solutions/")
+    return problems
+
+
+def execute(path: Path, timeout: int = 900) -> float:
+    """Run a solution notebook top to bottom and store its outputs; return seconds."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    env_backup = os.environ.get("FTLAB_TRACKING")
+    os.environ["FTLAB_TRACKING"] = "none"  # reference outputs never depend on a wandb account
+    started = time.perf_counter()
+    try:
+        client = NotebookClient(
+            nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        )
+        client.execute()
+    finally:
+        if env_backup is None:
+            os.environ.pop("FTLAB_TRACKING", None)
+        else:
+            os.environ["FTLAB_TRACKING"] = env_backup
+    for cell in nb.cells:
+        for key in VOLATILE_CELL_METADATA:
+            cell.metadata.pop(key, None)
+    nbformat.write(nb, path)
+    return time.perf_counter() - started
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ftlab.notebooks", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("build", help="write labs/ from solutions/")
+    sub.add_parser("check", help="exit 1 if labs/ differs from what build would write")
+    p_exec = sub.add_parser("execute", help="execute solution notebooks in place")
+    p_exec.add_argument("notebooks", nargs="*", type=Path, help="default: every solution notebook")
+    args = parser.parse_args(argv)
+
+    if args.command == "build":
+        written = build()
+        print(f"labs/: {len(written)} notebook(s) written, {len(solution_paths()) - len(written)} unchanged")
+        return 0
+    if args.command == "check":
+        problems = check()
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if problems:
+            print("run `python -m ftlab.notebooks build` to regenerate labs/ from solutions/", file=sys.stderr)
+            return 1
+        print(f"labs/ is up to date with solutions/ ({len(solution_paths())} notebooks)")
+        return 0
+    for path in args.notebooks or solution_paths():
+        seconds = execute(Path(path))
+        print(f"executed {path} in {seconds:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
