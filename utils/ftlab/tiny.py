@@ -306,10 +306,17 @@ def is_current(path: Path | None = None, config: TinyConfig = TinyConfig(), data
 def ensure_built(path: Path | None = None, verbose: bool = True) -> Path:
     """Build the default tiny model unless an up-to-date one is cached."""
     path = Path(path) if path else default_dir()
-    if not is_current(path):
-        if verbose:
-            print("building the tiny model (once; about 2-3 minutes on 2 CPU cores) ...")
-        build(path, verbose=verbose)
+    if is_current(path):
+        return path
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f"{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it right now
+        if not is_current(path):
+            if verbose:
+                print("building the tiny model (once; about 2-3 minutes on 2 CPU cores) ...")
+            build(path, verbose=verbose)
     return path
 
 
@@ -359,8 +366,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "build":
         config = TinyConfig() if args.steps is None else TinyConfig(steps=args.steps)
         out = args.out or default_dir()
-        if not args.force and args.steps is None and is_current(out):
-            print(f"tiny model is up to date: {out} (fingerprint {info(out)['fingerprint']})")
+        if not args.force and args.steps is None:
+            was_current = is_current(out)
+            ensure_built(out)
+            state = "up to date" if was_current else "built"
+            print(f"tiny model is {state}: {out} (fingerprint {info(out)['fingerprint']})")
             return 0
         build(out, config)
         return 0
