@@ -70,6 +70,7 @@ class TinyConfig:
     learning_rate: float = 2e-3  # peak LR; tiny models trained from scratch tolerate it
     warmup_steps: int = 30  # linear warmup, then cosine decay to 10% of the peak
     weight_decay: float = 0.1
+    general_repeats: int = 4  # data/general Q&A appears this many times, so the base model knows it
     seed: int = 0
 
 
@@ -107,6 +108,19 @@ def iter_documents(files: Sequence[Path]) -> Iterator[tuple[str, object]]:
                     yield "text", line
                 else:
                     yield "chat", _row_to_messages(json.loads(line), path, line_no)
+
+
+def load_documents(files: Sequence[Path], general_repeats: int = 1) -> list[tuple[str, object]]:
+    """All pretraining documents; files under ``general/`` are repeated ``general_repeats`` times.
+
+    The general Q&A is a small share of the corpus; repeating it makes the base model
+    know those facts, which the forgetting (replay) experiments of lab 05 measure.
+    """
+    docs: list[tuple[str, object]] = []
+    for path in files:
+        file_docs = list(iter_documents([path]))
+        docs += file_docs * (general_repeats if path.parent.name == "general" else 1)
+    return docs
 
 
 def render_chat(messages: Sequence[dict]) -> str:
@@ -245,7 +259,7 @@ def build(
     out_dir = Path(out_dir) if out_dir else default_dir()
     files = corpus_files(data_dir)
     started = time.perf_counter()
-    docs = list(iter_documents(files))
+    docs = load_documents(files, config.general_repeats)
     texts = [d if kind == "text" else render_chat(d) for kind, d in docs]
     tokenizer = train_tokenizer(texts, config.vocab_size)
     t_tok = time.perf_counter() - started

@@ -1,0 +1,207 @@
+"""Quantization by hand: absmax integers, block-wise scales, NF4, double quantization.
+
+Lab 07 builds these step by step and checks them against bitsandbytes. Every
+function works on plain torch tensors, so a learner can read it next to the
+QLoRA paper (Dettmers et al. 2023, arXiv:2305.14314, section 3):
+
+- ``absmax_quantize``: symmetric integers, ``q = round(x / absmax * qmax)``;
+- ``blockwise_quantize``: one absmax per block of ``blocksize`` values, with
+  integer levels or a code book such as ``nf4_codebook()``;
+- ``double_quantize``: the block absmax values quantized again (8 bits, blocks of 256);
+- ``bits_per_param``: storage cost of all that, e.g. 4.5 and 4.127 bits;
+- ``weight_bytes``: bytes a loaded model really holds, bitsandbytes 4-bit layers included.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import torch
+
+# bitsandbytes' NF4 offset: the outermost quantile, 1 - (1/(2*15) + 1/(2*16)) / 2 = 0.9677083...
+NF4_OFFSET = 1 - 0.5 * (1 / 30 + 1 / 32)
+
+
+def representable_values(bits: int) -> int:
+    """How many distinct values ``bits`` bits can hold: 2**bits."""
+    return 2**bits
+
+
+def int_qmax(bits: int) -> int:
+    """Largest code of a symmetric signed integer grid: 127 for 8 bits, 7 for 4 bits."""
+    if bits < 2:
+        raise ValueError(f"symmetric absmax quantization needs at least 2 bits, got {bits}")
+    return 2 ** (bits - 1) - 1
+
+
+def absmax_quantize(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tensor-wise absmax quantization: int8 codes in [-qmax, qmax] and one fp32 scale.
+
+    The largest |x| maps to qmax (127 for int8), zero stays exactly zero.
+    """
+    qmax = int_qmax(bits)
+    absmax = x.abs().max().float().clamp(min=torch.finfo(torch.float32).tiny)  # () scalar
+    codes = torch.round(x.float() / absmax * qmax).to(torch.int8)  # same shape as x
+    return codes, absmax
+
+
+def absmax_dequantize(codes: torch.Tensor, absmax: torch.Tensor, bits: int = 8) -> torch.Tensor:
+    """Inverse of ``absmax_quantize`` (up to the rounding error)."""
+    return codes.float() / int_qmax(bits) * absmax
+
+
+def nf4_codebook(offset: float = NF4_OFFSET) -> torch.Tensor:
+    """The 16 NF4 values, built from normal quantiles as in the QLoRA paper.
+
+    Following bitsandbytes' ``create_normal_map`` (with the standard library's
+    ``NormalDist.inv_cdf`` instead of scipy): 8 positive quantiles between
+    ``offset`` and 0.5, 7 negative ones, and an exact zero; then scaled so the
+    largest is 1. The asymmetry (8 positive, 7 negative) buys the exact zero.
+    """
+    normal = NormalDist()
+
+    def quantiles(count: int) -> list[float]:  # count-1 probabilities from offset down to 0.5 (excluded)
+        probs = torch.linspace(offset, 0.5, count).tolist()[:-1]
+        return [normal.inv_cdf(p) for p in probs]
+
+    values = quantiles(9) + [0.0] + [-v for v in quantiles(8)]
+    code = torch.tensor(sorted(values), dtype=torch.float32)  # (16,)
+    return code / code.max()
+
+
+@dataclass
+class BlockQuantized:
+    """A block-wise quantized tensor: codes, one absmax per block, and how to decode."""
+
+    codes: torch.Tensor  # (n_blocks, blocksize) uint8/int8 codes
+    absmax: torch.Tensor  # (n_blocks,) fp32 scales
+    shape: tuple[int, ...]  # original shape
+    blocksize: int
+    bits: int
+    codebook: torch.Tensor | None  # (2**bits,) values in [-1, 1], or None for integer levels
+
+
+def _blocks(x: torch.Tensor, blocksize: int) -> torch.Tensor:
+    flat = x.reshape(-1).float()  # (n,)
+    pad = (-flat.numel()) % blocksize
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    return flat.view(-1, blocksize)  # (n_blocks, blocksize)
+
+
+def blockwise_quantize(
+    x: torch.Tensor, bits: int = 4, blocksize: int = 64, codebook: torch.Tensor | None = None
+) -> BlockQuantized:
+    """Quantize ``x`` in blocks of ``blocksize`` values, each with its own absmax.
+
+    Without a code book the levels are symmetric integers (absmax int4/int8);
+    with one (e.g. ``nf4_codebook()``) each value is replaced by the index of
+    the nearest code-book entry after dividing by its block's absmax.
+    """
+    blocks = _blocks(x, blocksize)  # (n_blocks, blocksize)
+    absmax = blocks.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny)  # (n_blocks,)
+    scaled = blocks / absmax[:, None]  # (n_blocks, blocksize) in [-1, 1]
+    if codebook is None:
+        codes = torch.round(scaled * int_qmax(bits)).to(torch.int8)
+    else:
+        codes = (scaled[..., None] - codebook).abs().argmin(dim=-1).to(torch.uint8)  # nearest entry
+    return BlockQuantized(codes, absmax, tuple(x.shape), blocksize, bits, codebook)
+
+
+def blockwise_dequantize(q: BlockQuantized, absmax: torch.Tensor | None = None) -> torch.Tensor:
+    """Back to floats; ``absmax`` overrides the stored scales (e.g. double-quantized ones)."""
+    scales = q.absmax if absmax is None else absmax  # (n_blocks,)
+    if q.codebook is None:
+        values = q.codes.float() / int_qmax(q.bits)
+    else:
+        values = q.codebook[q.codes.long()]
+    flat = (values * scales[:, None]).reshape(-1)
+    return flat[: math.prod(q.shape)].view(q.shape)
+
+
+def double_quantize(absmax: torch.Tensor, bits: int = 8, blocksize: int = 256) -> torch.Tensor:
+    """Quantize the block scales themselves and return them dequantized (fp32).
+
+    QLoRA's double quantization: the fp32 absmax values (all positive) are
+    centred on their mean, then absmax-quantized to ``bits`` bits in blocks of
+    ``blocksize`` with one fp32 scale per block. bitsandbytes uses an 8-bit
+    float code book for the second step; symmetric int8 is the simplest stand-in.
+    """
+    offset = absmax.mean()
+    second = blockwise_quantize(absmax - offset, bits=bits, blocksize=blocksize)
+    return blockwise_dequantize(second) + offset
+
+
+def bits_per_param(
+    bits: int = 4,
+    blocksize: int = 64,
+    scale_bits: int = 32,
+    double_quant: bool = False,
+    dq_bits: int = 8,
+    dq_blocksize: int = 256,
+) -> float:
+    """Storage bits per weight of block-wise quantization.
+
+    Each block of ``blocksize`` weights stores one scale: ``scale_bits / blocksize``
+    extra bits per weight (32/64 = 0.5). With double quantization that scale is
+    ``dq_bits`` wide and every ``dq_blocksize`` scales share one fp32 scale:
+    ``dq_bits / blocksize + 32 / (blocksize * dq_blocksize)`` (8/64 + 32/16384 = 0.127).
+    """
+    if not double_quant:
+        return bits + scale_bits / blocksize
+    return bits + dq_bits / blocksize + 32 / (blocksize * dq_blocksize)
+
+
+def quant_error(x: torch.Tensor, x_hat: torch.Tensor) -> dict[str, float]:
+    """Mean squared error and largest absolute error of a reconstruction."""
+    diff = (x.float() - x_hat.float()).reshape(-1)
+    return {"mse": diff.pow(2).mean().item(), "max_abs": diff.abs().max().item()}
+
+
+def tensor_nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def linear4bit_nbytes(module) -> dict[str, int]:
+    """Bytes of one bitsandbytes ``Linear4bit``: packed codes and its quantization state.
+
+    ``get_memory_footprint()`` counts only the packed uint8 weight; the absmax
+    values (uint8 with double quantization), the second-level fp32 scales, the
+    offset and the code books live in ``weight.quant_state``.
+    """
+    weight = module.weight
+    state = weight.quant_state
+    parts = {"codes": tensor_nbytes(weight), "absmax": tensor_nbytes(state.absmax), "code": tensor_nbytes(state.code)}
+    if state.nested:
+        parts["absmax2"] = tensor_nbytes(state.state2.absmax)
+        parts["code2"] = tensor_nbytes(state.state2.code)
+        parts["offset"] = tensor_nbytes(state.offset)
+    if module.bias is not None:
+        parts["bias"] = tensor_nbytes(module.bias)
+    return parts
+
+
+def weight_bytes(model) -> dict[str, int]:
+    """Bytes of a model's weights, split into 4-bit layers and everything else.
+
+    Returns ``{"quantized": ..., "quantized_params": ..., "other": ..., "total": ...}``
+    where ``quantized_params`` is the number of original weights held in 4 bits.
+    Shared (tied) tensors are counted once.
+    """
+    import bitsandbytes as bnb
+
+    quantized = quantized_params = 0
+    seen: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            quantized += sum(linear4bit_nbytes(module).values())
+            quantized_params += math.prod(module.weight.quant_state.shape)
+            seen.update(id(p) for p in module.parameters(recurse=False))
+    other = 0
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            other += tensor_nbytes(tensor)
+    return {"quantized": quantized, "quantized_params": quantized_params, "other": other, "total": quantized + other}

@@ -1,0 +1,215 @@
+"""Supervised fine-tuning helpers: prompt templates, training, generation, scoring.
+
+Every function takes a model, a tokenizer and plain rows (dicts with
+``instruction``, ``input``, ``output`` and, for scoring, ``fact_id``), so the
+same code serves the tiny CPU model and the GPU profiles' hub models, full
+fine-tuning and PEFT adapters (labs 05 and 08).
+
+- ``prompt_fn(template, tokenizer)``: how a row becomes a prompt, for
+  ``"instruction"`` (Alpaca-style ``### 지시:`` / ``### 입력:`` / ``### 응답:``)
+  or ``"chat"`` (the tokenizer's own chat template); any callable works too.
+- ``prompt_completion(rows, template, tokenizer)``: a ``datasets.Dataset`` of
+  ``{"prompt", "completion"}`` strings for trl's ``SFTTrainer``; with
+  ``completion_only_loss=True`` the loss covers the completion only.
+- ``train_sft(model, tokenizer, args, train, eval_dataset)``: one trl run.
+- ``generate_answers`` / ``fact_scores``: greedy answers and the fact check.
+- ``answer_nll``: mean negative log-likelihood per answer token.
+- ``mix_at_ratio``: a training list with a given share of replay rows.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Callable, Sequence, Union
+
+Template = Union[str, Callable[[dict], str]]
+TEMPLATE_NAMES = ("instruction", "chat")
+
+
+def chat_messages(row: dict) -> list[dict]:
+    """A row as one user turn (instruction, then input) and one assistant turn (``ftlab.data.to_messages``)."""
+    from ftlab.data import to_messages
+
+    return to_messages(row)
+
+
+def prompt_fn(template: Template, tokenizer=None) -> Callable[[dict], str]:
+    """The function that renders a row's prompt (everything before the answer).
+
+    ``"instruction"`` uses ``ftlab.data.format_instruction_prompt`` without the
+    response; ``"chat"`` uses ``tokenizer.apply_chat_template`` with the
+    generation prompt; a callable is returned unchanged.
+    """
+    if callable(template):
+        return template
+    if template == "instruction":
+        from ftlab.data import format_instruction_prompt
+
+        return lambda row: format_instruction_prompt(row, with_response=False)
+    if template == "chat":
+        if tokenizer is None:
+            raise ValueError("the chat template needs the tokenizer: prompt_fn('chat', tokenizer)")
+        return lambda row: tokenizer.apply_chat_template(
+            chat_messages(row)[:1], add_generation_prompt=True, tokenize=False
+        )
+    raise ValueError(f"unknown template {template!r}: use one of {', '.join(TEMPLATE_NAMES)} or a function")
+
+
+def to_pairs(rows: Sequence[dict], template: Template, tokenizer) -> list[dict]:
+    """``[{"prompt", "completion"}]`` with the end-of-turn token closing each answer."""
+    render = prompt_fn(template, tokenizer)
+    return [{"prompt": render(row), "completion": row["output"] + tokenizer.eos_token} for row in rows]
+
+
+def prompt_completion(rows: Sequence[dict], template: Template, tokenizer):
+    """A ``datasets.Dataset`` of prompt/completion strings, ready for ``SFTTrainer``.
+
+    ``rows`` may also be a list of already rendered pairs (dicts with
+    ``prompt`` and ``completion``), e.g. the output of ``mix_at_ratio`` over
+    two differently templated sources; they are passed through.
+    """
+    from datasets import Dataset
+
+    rows = list(rows)
+    pairs = rows if rows and "prompt" in rows[0] else to_pairs(rows, template, tokenizer)
+    return Dataset.from_list([{"prompt": p["prompt"], "completion": p["completion"]} for p in pairs])
+
+
+def train_sft(model, tokenizer, args, train_dataset, eval_dataset=None, callbacks=None):
+    """Fine-tune ``model`` in place with trl's ``SFTTrainer``; return the trainer.
+
+    ``args`` is an ``SFTConfig``; the log (loss, learning rate, eval_loss) is in
+    ``trainer.state.log_history``.
+    """
+    from trl import SFTTrainer
+
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    trainer.train()
+    model.eval()
+    return trainer
+
+
+def log_series(log_history: Sequence[dict], key: str) -> dict[str, list]:
+    """``{"step": [...], "value": [...]}`` for one logged key (``loss``, ``eval_loss``, ``learning_rate``)."""
+    entries = [entry for entry in log_history if key in entry]
+    return {"step": [entry["step"] for entry in entries], "value": [entry[key] for entry in entries]}
+
+
+def generate_answers(
+    model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 48, batch_size: int = 64
+) -> list[str]:
+    """Greedy answers to already rendered prompts (left-padded batches, stop at EOS)."""
+    import torch
+
+    answers: list[str] = []
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        for start in range(0, len(prompts), batch_size):
+            batch = tokenizer(
+                list(prompts[start : start + batch_size]), return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(model.device)
+            with torch.no_grad():
+                out = model.generate(
+                    **batch,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            new_tokens = out[:, batch["input_ids"].shape[1] :]
+            answers += [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+    finally:
+        tokenizer.padding_side = side
+    return answers
+
+
+def fact_scores(
+    model, tokenizer, rows: Sequence[dict], template: Template, max_new_tokens: int = 48, batch_size: int = 64
+) -> dict:
+    """Greedy answers to ``rows`` in ``template`` and their fact accuracy.
+
+    Returns ``{"accuracy": float, "answers": [...], "correct": [bool, ...]}``;
+    a row counts as correct when ``ftlab.eval.fact_correct(answer, fact_id)``.
+    """
+    from ftlab.eval import fact_correct
+
+    render = prompt_fn(template, tokenizer)
+    answers = generate_answers(model, tokenizer, [render(r) for r in rows], max_new_tokens, batch_size)
+    correct = [bool(fact_correct(answer, row["fact_id"])) for answer, row in zip(answers, rows)]
+    return {"accuracy": sum(correct) / max(1, len(correct)), "answers": answers, "correct": correct}
+
+
+def _encode_pair(tokenizer, pair: dict) -> tuple[list[int], int]:
+    """Token ids of prompt+completion and where the completion starts (as trl computes it)."""
+    prompt_ids = tokenizer(pair["prompt"], add_special_tokens=False)["input_ids"]
+    ids = tokenizer(pair["prompt"] + pair["completion"], add_special_tokens=False)["input_ids"]
+    start = 0
+    while start < min(len(prompt_ids), len(ids)) and prompt_ids[start] == ids[start]:
+        start += 1
+    return ids, start
+
+
+def answer_nll(model, tokenizer, pairs: Sequence[dict], batch_size: int = 32) -> float:
+    """Mean negative log-likelihood per completion token (nats), prompts excluded.
+
+    ``pairs`` are ``{"prompt", "completion"}`` dicts (``to_pairs``). Averaging
+    over tokens, not examples, matches the training loss of ``SFTTrainer``.
+    """
+    import torch
+
+    total, count = 0.0, 0
+    for start in range(0, len(pairs), batch_size):
+        encoded = [_encode_pair(tokenizer, pair) for pair in pairs[start : start + batch_size]]
+        width = max(len(ids) for ids, _ in encoded)
+        input_ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
+        labels = torch.full_like(input_ids, -100)
+        mask = torch.zeros_like(input_ids)
+        for row, (ids, begin) in enumerate(encoded):  # right padding
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            labels[row, begin : len(ids)] = torch.tensor(ids[begin:])
+            mask[row, : len(ids)] = 1
+        with torch.no_grad():
+            logits = model(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device)).logits
+        logits, targets = logits[:, :-1].float().cpu(), labels[:, 1:]  # predict token t+1 from tokens <= t
+        nll = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
+        )
+        total += nll.item()
+        count += int((targets != -100).sum())
+    return total / max(1, count)
+
+
+def mix_at_ratio(domain: Sequence, replay: Sequence, replay_share: float, size: int, seed: int = 0) -> list:
+    """``size`` items, ``round(size * replay_share)`` of them from ``replay``, the rest from ``domain``.
+
+    The seeds' "일반:도메인 = 8:2" is ``replay_share=0.8``. Each source is
+    drawn in shuffled passes (every item once before any repeats), and the
+    result is shuffled, so a short run still sees both sources throughout.
+    """
+    if not 0.0 <= replay_share <= 1.0:
+        raise ValueError(f"replay_share must be between 0 and 1, got {replay_share}")
+    n_replay = round(size * replay_share)
+    rng = random.Random(seed)
+
+    def draw(items: Sequence, n: int) -> list:
+        if n and not items:
+            raise ValueError(f"cannot draw {n} items from an empty source")
+        out: list = []
+        for _ in range(math.ceil(n / max(1, len(items)))):
+            chunk = list(items)
+            rng.shuffle(chunk)
+            out += chunk
+        return out[:n]
+
+    mixed = draw(replay, n_replay) + draw(domain, size - n_replay)
+    rng.shuffle(mixed)
+    return mixed
