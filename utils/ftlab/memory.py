@@ -416,6 +416,8 @@ def optimizer_state_bytes(
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
+    if adamw_impl not in ("fused", "foreach"):
+        raise ValueError(f"unknown AdamW implementation {adamw_impl!r}: use fused or foreach")
     if optimizer == "adamw":
         states = 2 * param_bytes * sum(numels)
         temp = param_bytes * sum(numels) if adamw_impl == "foreach" else 0
@@ -1037,8 +1039,6 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m ftlab.memory``; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        if args.adamw_impl not in ("fused", "foreach"):
-            raise ValueError(f"unknown --adamw-impl {args.adamw_impl!r}: use fused or foreach")
         est = estimate_training_memory(
             args.config, method=args.method, batch_size=args.batch_size, seq_len=args.seq_len,
             lora_r=args.lora_r, lora_targets=args.lora_targets, gradient_checkpointing=args.gradient_checkpointing,

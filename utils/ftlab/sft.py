@@ -76,11 +76,13 @@ def prompt_completion(rows: Sequence[dict], template: Template, tokenizer):
     return Dataset.from_list([{"prompt": p["prompt"], "completion": p["completion"]} for p in pairs])
 
 
-def train_sft(model, tokenizer, args, train_dataset, eval_dataset=None, callbacks=None):
-    """Fine-tune ``model`` in place with trl's ``SFTTrainer``; return the trainer.
+def train_sft(model, tokenizer, args, train_dataset, eval_dataset=None, callbacks=None, peft_config=None):
+    """Fine-tune ``model`` with trl's ``SFTTrainer``; return the trainer.
 
     ``args`` is an ``SFTConfig``; the log (loss, learning rate, eval_loss) is in
-    ``trainer.state.log_history``.
+    ``trainer.state.log_history``. With ``peft_config`` (a ``LoraConfig``) only
+    an adapter is trained; ``trainer.model`` is then the wrapped model, so
+    evaluate ``trainer.model`` rather than ``model``. It is left in eval mode.
     """
     from trl import SFTTrainer
 
@@ -91,10 +93,48 @@ def train_sft(model, tokenizer, args, train_dataset, eval_dataset=None, callback
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         callbacks=callbacks,
+        peft_config=peft_config,
     )
     trainer.train()
-    model.eval()
+    trainer.model.eval()
     return trainer
+
+
+def stop_after(steps: int):
+    """A callback that ends training after ``steps`` optimizer steps.
+
+    The learning-rate schedule still follows ``max_steps``, so a run stopped at
+    step 60 of 300 saw exactly the learning rates of the first 60 steps of the
+    full run: two runs that differ only in their data or loss can be compared
+    at equal steps without paying for the whole schedule twice.
+    """
+    from transformers import TrainerCallback
+
+    class StopAfter(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= steps:
+                control.should_training_stop = True
+            return control
+
+    return StopAfter()
+
+
+def measure_at(steps: int, measure: Callable, results: dict):
+    """A callback that calls ``measure(model)`` after optimizer step ``steps`` and stores it in ``results[steps]``.
+
+    The model is switched to eval mode for the measurement and back to training mode after it.
+    """
+    from transformers import TrainerCallback
+
+    class MeasureAt(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step == steps:
+                model.eval()
+                results[steps] = measure(model)
+                model.train()
+            return control
+
+    return MeasureAt()
 
 
 def log_series(log_history: Sequence[dict], key: str) -> dict[str, list]:
