@@ -230,3 +230,12 @@ def test_scaling_config_and_a_tiny_sweep_point(tmp_path):
     assert result["non_embedding_parameters"] < result["parameters"]
     with pytest.raises(ValueError, match="shorter than one window"):
         anatomy.heldout_loss(None, [1, 2, 3], seq_len=16)
+
+
+def test_torch_threads_restores_the_setting():
+    before = torch.get_num_threads()
+    with anatomy.torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with anatomy.torch_threads(None):
+        assert torch.get_num_threads() == before

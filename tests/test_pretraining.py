@@ -124,3 +124,11 @@ def test_delta_weights_and_report(model):
     assert report["L1.mlp.down_proj"]["dW/W (norm)"] == 0.0
     with pytest.raises(ValueError, match="no 2-D weights"):
         pretraining.delta_weights(model, tuned, include=("nothing",))
+
+
+def test_token_pieces_show_bytes_of_split_syllables(tokenizer):
+    ids = tokenizer("오늘은 뷁", add_special_tokens=False)["input_ids"]
+    pieces = pretraining.token_pieces(tokenizer, ids)
+    assert pieces[0].startswith("오") and "▁" in "".join(pieces)
+    assert "\\xeb" in "".join(pieces)  # 뷁 (eb b7 81) was never seen: shown byte by byte
+    assert pretraining.token_pieces(tokenizer, [tokenizer.eos_token_id]) == ["<|end|>"]

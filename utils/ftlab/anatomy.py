@@ -11,7 +11,8 @@ a Llama-style decoder by hand and check it against ``transformers``:
 - the whole model: ``decoder_layer``, ``llama_forward`` (with an optional
   hand-made KV cache) and ``generate_greedy``
 - sizes: ``count_parameters``, ``kv_cache_bytes``, ``cache_nbytes``,
-  ``attention_score_bytes``; measurements: ``median_seconds``, ``peak_memory_bytes``
+  ``attention_score_bytes``; measurements: ``median_seconds``, ``peak_memory_bytes``,
+  ``torch_threads``
 - scaling laws: ``scaling_config``, ``train_and_evaluate``, ``fit_power_law``
 
 The functions take plain weight tensors (``module.weight``), so a learner can
@@ -337,6 +338,23 @@ def peak_memory_bytes(fn: Callable[[], object], device: str = "cpu") -> int:
         live += nbytes
         peak = max(peak, live)
     return peak
+
+
+@contextlib.contextmanager
+def torch_threads(num_threads: int | None):
+    """Run the block with ``num_threads`` CPU threads in torch (None: leave it unchanged).
+
+    The labs' tiny matrices gain little from more threads, and on a CPU shared
+    with other programs, spinning OpenMP threads can slow small ops down many
+    times over. One thread also gives the same floating-point sums everywhere.
+    """
+    before = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def median_seconds(fn: Callable[[], object], repeats: int = 3, device: str = "cpu") -> float:

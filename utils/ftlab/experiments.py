@@ -90,6 +90,21 @@ def lora_config(cell: Cell, dropout: float = 0.05):
                       bias="none", task_type="CAUSAL_LM")
 
 
+def quantization_config(profile):
+    """The QLoRA recipe: NF4 weights, double quantization, compute in the profile's dtype.
+
+    On the CPU profile the 4-bit layers compute in fp32, not bf16: CPUs without
+    bf16 matrix instructions (AVX-512 BF16, AMX) emulate bf16 matmuls, which is
+    many times slower (lab 08 measures it). GPU profiles compute in fp16/bf16.
+    """
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.float32 if profile.device == "cpu" else profile.torch_dtype
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute)
+
+
 def load_base(profile, qlora: bool, gradient_checkpointing: bool = False):
     """The profile's base model and tokenizer; for QLoRA in 4-bit NF4, prepared for k-bit training.
 
@@ -101,7 +116,8 @@ def load_base(profile, qlora: bool, gradient_checkpointing: bool = False):
 
     from ftlab.profile import load_model_and_tokenizer
 
-    model, tokenizer = load_model_and_tokenizer(profile, load_in_4bit=qlora)
+    extra = {"quantization_config": quantization_config(profile)} if qlora else {}
+    model, tokenizer = load_model_and_tokenizer(profile, load_in_4bit=qlora, **extra)
     if qlora:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     return model, tokenizer
@@ -500,3 +516,55 @@ def kb_fix_rate(answers: Sequence[str], facts: Mapping[str, dict]) -> float:
     keys = [(f["key"], f.get("key_aliases", ())) for f in facts.values()]
     hits = sum(any(key_correct(a, key, aliases) for key, aliases in keys) for a in answers)
     return hits / len(answers)
+
+
+# ---------------------------------------------------------------------------
+# Timing helpers
+# ---------------------------------------------------------------------------
+
+
+def completion_batch(tokenizer, pairs: Sequence[Mapping]) -> dict:
+    """A right-padded training batch of prompt/completion pairs, labels on the completion only."""
+    import torch
+
+    prompts = [tokenizer(p["prompt"], add_special_tokens=False)["input_ids"] for p in pairs]
+    full = [tokenizer(p["prompt"] + p["completion"], add_special_tokens=False)["input_ids"] for p in pairs]
+    width = max(len(ids) for ids in full)
+    input_ids = torch.full((len(full), width), tokenizer.pad_token_id, dtype=torch.long)
+    labels = torch.full_like(input_ids, -100)
+    mask = torch.zeros_like(input_ids)
+    for row, (ids, prompt) in enumerate(zip(full, prompts)):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, len(prompt) : len(ids)] = torch.tensor(ids[len(prompt) :])
+        mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def seconds_per_step(model, batch: Mapping, steps: int = 5) -> float:
+    """Median wall time of one forward and backward pass on ``batch`` (gradients discarded)."""
+    times = []
+    model.train()
+    for _ in range(steps):
+        start = time.perf_counter()
+        model(**batch).loss.backward()
+        times.append(time.perf_counter() - start)
+        model.zero_grad(set_to_none=True)
+    model.eval()
+    return sorted(times)[len(times) // 2]
+
+
+def linear4bit_seconds(compute_dtype, tokens: int = 1024, d_in: int = 256, d_out: int = 688, repeats: int = 5) -> float:
+    """Median time of a forward+backward pass through one NF4 ``Linear4bit`` layer computing in ``compute_dtype``."""
+    import bitsandbytes as bnb
+    import torch
+
+    weight = torch.randn(d_out, d_in) / d_in**0.5
+    layer = bnb.nn.Linear4bit(d_in, d_out, bias=False, compute_dtype=compute_dtype, quant_type="nf4")
+    layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type="nf4", compress_statistics=True)
+    x = torch.randn(tokens, d_in, requires_grad=True)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        layer(x).float().sum().backward()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[repeats // 2]

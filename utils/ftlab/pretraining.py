@@ -1,6 +1,7 @@
 """Tokenizers and causal-LM pretraining, measured: the helpers of lab 04.
 
-- Tokenizers: ``tokens_per_char`` (how many tokens a text costs per character),
+- Tokenizers: ``token_pieces`` (what each byte-level token stands for, readable),
+  ``tokens_per_char`` (how many tokens a text costs per character),
   ``train_char_level_bpe`` (a BPE *without* the byte fallback, to show what an
   unknown token is).
 - Data: ``split_documents`` (a deterministic held-out split of the corpus),
@@ -30,6 +31,36 @@ IGNORE_INDEX = -100  # label value that cross-entropy skips (transformers' conve
 
 
 # --- tokenizers ---------------------------------------------------------------------------------
+
+def _byte_level_decoder() -> dict[str, int]:
+    """GPT-2's byte <-> printable-character table, inverted: symbol in a token -> byte value."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    symbols, extra = printable[:], 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            symbols.append(256 + extra)
+            extra += 1
+    return {chr(symbol): byte for byte, symbol in zip(printable, symbols)}
+
+
+def token_pieces(tokenizer, ids: Sequence[int], space: str = "▁") -> list[str]:
+    """What each token of a byte-level BPE stands for, readable.
+
+    A token that holds only part of a character (a Hangul syllable is 3 UTF-8 bytes)
+    shows its bytes as ``\\xNN`` escapes instead of a replacement character; a
+    leading space is shown as ``space`` (the seed's word-start mark).
+    """
+    decoder, special = _byte_level_decoder(), set(tokenizer.all_special_tokens)
+    pieces = []
+    for token in tokenizer.convert_ids_to_tokens(list(ids)):
+        if token in special:
+            pieces.append(token)
+            continue
+        raw = bytes(decoder[ch] for ch in token)
+        pieces.append(raw.decode("utf-8", errors="backslashreplace").replace(" ", space))
+    return pieces
+
 
 def tokens_per_char(tokenizer, texts: Sequence[str]) -> float:
     """Tokens per non-whitespace character over ``texts`` (lower = the vocabulary covers more)."""
