@@ -12,6 +12,13 @@ Modules (import what you need; nothing heavy is imported here):
 - ``ftlab.tracking``   experiment tracking (wandb offline by default)
 - ``ftlab.notebooks``  build student labs from solutions, and check them
 - ``ftlab.envcheck``   the environment report printed by lab 00
+- ``ftlab.anatomy``    from-scratch Llama blocks, KV cache, power-law fits (labs 01-02)
+- ``ftlab.pretraining`` tokenizer and pretraining measurements (lab 04)
+- ``ftlab.curation``   deduplication and PII masking (lab 05)
+- ``ftlab.sft``        SFT datasets, generation and scoring (labs 05, 08)
+- ``ftlab.lora``       a LoRA layer by hand, merging (lab 06)
+- ``ftlab.quant``      absmax, block-wise and NF4 quantization (lab 07)
+- ``ftlab.experiments`` the LoRA/QLoRA experiment grid (lab 08)
 """
 
 __version__ = "0.1.0"
