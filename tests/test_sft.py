@@ -131,3 +131,19 @@ def test_train_sft_completion_only_masks_prompt(model, tokenizer, tmp_path):
     prompt_len = len(tokenizer(sft.to_pairs(ROWS, "chat", tokenizer)[0]["prompt"])["input_ids"])
     labels = batch["labels"]
     assert (labels[:, :3] == -100).all() and (labels != -100).any() and prompt_len > 3
+
+
+def test_stop_after_keeps_the_full_schedule_and_measure_at_records(model, tokenizer, tmp_path):
+    from trl import SFTConfig
+
+    train = sft.prompt_completion(ROWS * 4, "chat", tokenizer)
+    args = SFTConfig(output_dir=str(tmp_path), max_length=64, completion_only_loss=True, report_to="none",
+                     max_steps=10, per_device_train_batch_size=4, learning_rate=1e-3, lr_scheduler_type="linear",
+                     use_cpu=True, logging_steps=1, disable_tqdm=True, save_strategy="no")
+    seen = {}
+    trainer = sft.train_sft(model, tokenizer, args, train,
+                            callbacks=[sft.stop_after(2), sft.measure_at(2, lambda m: m.training, seen)])
+    assert trainer.state.global_step == 2
+    assert seen == {2: False}  # measured in eval mode
+    lrs = sft.log_series(trainer.state.log_history, "learning_rate")["value"]
+    assert lrs == pytest.approx([1e-3, 9e-4])  # linear decay over max_steps=10 (over 2 steps it would be 5e-4)

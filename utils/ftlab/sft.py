@@ -76,14 +76,18 @@ def prompt_completion(rows: Sequence[dict], template: Template, tokenizer):
     return Dataset.from_list([{"prompt": p["prompt"], "completion": p["completion"]} for p in pairs])
 
 
-def train_sft(model, tokenizer, args, train_dataset, eval_dataset=None, callbacks=None, peft_config=None):
+def train_sft(model, tokenizer, args, train_dataset, eval_dataset=None, callbacks=None, peft_config=None,
+              quiet: bool = True):
     """Fine-tune ``model`` with trl's ``SFTTrainer``; return the trainer.
 
     ``args`` is an ``SFTConfig``; the log (loss, learning rate, eval_loss) is in
     ``trainer.state.log_history``. With ``peft_config`` (a ``LoraConfig``) only
     an adapter is trained; ``trainer.model`` is then the wrapped model, so
     evaluate ``trainer.model`` rather than ``model``. It is left in eval mode.
+    ``quiet`` drops the callback that prints every log entry when progress
+    bars are off (``disable_tqdm=True``); the log itself is kept.
     """
+    from transformers import PrinterCallback
     from trl import SFTTrainer
 
     trainer = SFTTrainer(
@@ -95,6 +99,8 @@ def train_sft(model, tokenizer, args, train_dataset, eval_dataset=None, callback
         callbacks=callbacks,
         peft_config=peft_config,
     )
+    if quiet:
+        trainer.remove_callback(PrinterCallback)
     trainer.train()
     trainer.model.eval()
     return trainer
