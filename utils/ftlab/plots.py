@@ -43,6 +43,19 @@ def _points(run) -> tuple[list[float], list[float]]:
     return [p[0] for p in run], [p[1] for p in run]
 
 
+def _finish(ax, title: str, xlabel: str, ylabel: str, logx: bool = False, logy: bool = False):
+    """Title, axis labels and scales, grid and legend: the look every line plot shares."""
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.figure.tight_layout()
+    return ax.figure
+
+
 def loss_curves(
     runs: Mapping[str, object],
     title: str = "Loss",
@@ -64,13 +77,7 @@ def loss_curves(
     for name, run in (validation or {}).items():
         xs, ys = _points(run)
         ax.plot(xs, ys, "--o", markersize=3, color=colors.get(name), label=f"{name} (validation)")
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    if logy:
-        ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.figure.tight_layout()
-    return ax.figure
+    return _finish(ax, title, xlabel, ylabel, logy=logy)
 
 
 def line_plot(
@@ -88,15 +95,7 @@ def line_plot(
         _, ax = plt.subplots(figsize=(7, 4))
     for name, (xs, ys) in series.items():
         ax.plot(list(xs), list(ys), "-o", markersize=3, label=name)
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    if logx:
-        ax.set_xscale("log")
-    if logy:
-        ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.figure.tight_layout()
-    return ax.figure
+    return _finish(ax, title, xlabel, ylabel, logx=logx, logy=logy)
 
 
 def memory_bars(
