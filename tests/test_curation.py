@@ -109,3 +109,24 @@ def test_mask_rows_counts_and_copies():
     assert masked[1]["output"] == "[이메일] 으로 답장"
     assert counts["전화번호"] == 1 and counts["이메일"] == 2 and counts["카드번호"] == 0
     assert rows[0]["instruction"].startswith("제 번호는 010")  # input untouched
+
+
+def brute_force_pairs(rows, key, threshold):
+    grams = [curation.char_ngrams(curation._key_text(r, key)) for r in rows]
+    return [(i, j, curation.jaccard(grams[i], grams[j])) for i in range(len(rows)) for j in range(i + 1, len(rows))
+            if curation.jaccard(grams[i], grams[j]) >= threshold]
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.7, 0.9, 1.0])
+def test_prefix_filter_finds_exactly_the_brute_force_pairs(threshold):
+    import random
+
+    rng = random.Random(threshold)
+    words = ["공유기", "전원", "와이파이", "배터리", "화면", "충전", "어떻게", "하나요", "안", "돼요", "켜", "꺼"]
+    rows = [row(i, " ".join(rng.choice(words) for _ in range(rng.randint(2, 6)))) for i in range(120)]
+    assert curation.near_duplicate_pairs(rows, threshold=threshold) == brute_force_pairs(rows, "instruction", threshold)
+
+
+def test_threshold_out_of_range():
+    with pytest.raises(ValueError, match="threshold"):
+        curation.near_duplicate_pairs([row(0, "a")], threshold=0)

@@ -64,7 +64,9 @@ def test_prompt_completion_dataset_passes_rendered_pairs_through(tokenizer):
     ds = sft.prompt_completion(ROWS, "chat", tokenizer)
     assert ds.column_names == ["prompt", "completion"] and len(ds) == 2
     pairs = [{"prompt": "p", "completion": "c", "extra": 1}]
-    assert sft.prompt_completion(pairs, "chat", tokenizer)[0] == {"prompt": "p", "completion": "c"}
+    assert sft.prompt_completion(pairs)[0] == {"prompt": "p", "completion": "c"}
+    with pytest.raises(ValueError, match="template"):
+        sft.prompt_completion(ROWS)
 
 
 def test_answer_nll_matches_model_loss_and_ignores_padding(model, tokenizer):

@@ -22,8 +22,10 @@ and return new lists; inputs are never modified.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -79,22 +81,33 @@ def jaccard(a: frozenset, b: frozenset) -> float:
 def near_duplicate_pairs(
     rows: Sequence[dict], key: str | Sequence[str] = "instruction", threshold: float = 0.8, n: int = 3
 ) -> list[tuple[int, int, float]]:
-    """All index pairs ``(i, j, similarity)`` with i < j and Jaccard >= ``threshold``.
+    """All index pairs ``(i, j, similarity)`` with i < j and Jaccard >= ``threshold`` (0 < threshold <= 1).
 
-    Pairs whose n-gram counts differ too much to reach the threshold are skipped
-    without computing the intersection (|A ∩ B| / |A ∪ B| <= min / max).
+    Comparing every pair costs n² set operations, seconds for a thousand rows
+    in Python. Prefix filtering (Chaudhuri et al., ICDE 2006; Bayardo et al.,
+    WWW 2007) finds the same pairs much faster: order each set's n-grams from
+    rarest to most common; two sets with Jaccard >= t share at least
+    ceil(t * |A|) n-grams, so they must share one among the first
+    ``|A| - ceil(t * |A|) + 1`` n-grams of A. Only rows sharing such a prefix
+    n-gram are compared.
     """
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
     grams = [char_ngrams(_key_text(row, key), n) for row in rows]
-    order = sorted(range(len(rows)), key=lambda i: len(grams[i]))
+    frequency = Counter(g for row_grams in grams for g in row_grams)
+    index: dict[str, list[int]] = defaultdict(list)
+    candidates: set[tuple[int, int]] = set()
+    for j, row_grams in enumerate(grams):
+        ordered = sorted(row_grams, key=lambda g: (frequency[g], g))
+        for g in ordered[: len(ordered) - math.ceil(threshold * len(ordered) - 1e-9) + 1]:
+            candidates.update((i, j) for i in index[g])
+            index[g].append(j)
     pairs = []
-    for pos, i in enumerate(order):
-        for j in order[pos + 1 :]:
-            if len(grams[i]) < threshold * len(grams[j]):
-                break  # every later j is longer still
-            similarity = jaccard(grams[i], grams[j])
-            if similarity >= threshold:
-                pairs.append((min(i, j), max(i, j), similarity))
-    return sorted(pairs)
+    for i, j in sorted(candidates):
+        similarity = jaccard(grams[i], grams[j])
+        if similarity >= threshold:
+            pairs.append((i, j, similarity))
+    return pairs
 
 
 def dedup_near(

@@ -350,6 +350,7 @@ def run_cell(
     dropout: float = 0.05,
     max_new_tokens: int = 40,
     save_adapter: bool = True,
+    fp32_adapters: bool | None = None,
 ) -> RunResult:
     """Train one cell with trl's ``SFTTrainer`` and measure it (see the module docstring).
 
@@ -357,8 +358,15 @@ def run_cell(
     evaluation interval, ``max_length`` ...); ``gradient_checkpointing`` among
     them is also passed to ``prepare_model_for_kbit_training``. The adapter is
     saved to ``output_dir/<cell name>`` unless ``save_adapter=False``.
+
+    trl's ``SFTTrainer`` casts the adapters of a 4-bit model to bf16, as the
+    QLoRA paper recommends. ``fp32_adapters`` (default: on the CPU profile)
+    casts them back to fp32 before training: CPUs without bf16 matrix
+    instructions would emulate every adapter matmul in bf16, and LoRA and
+    QLoRA runs would then differ in more than the base weights.
     """
     import torch
+    from trl import SFTTrainer
 
     from ftlab import sft
 
@@ -370,13 +378,20 @@ def run_cell(
     train = sft.prompt_completion(train_rows, template, tokenizer)
     validation = sft.prompt_completion(validation_rows, template, tokenizer)
     timer = step_timer()
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=validation,
+                         processing_class=tokenizer, callbacks=[timer])
+    if fp32_adapters if fp32_adapters is not None else profile.device == "cpu":
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
     cuda = torch.cuda.is_available() and profile.device == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     with PeakRSS() as rss:
-        trainer = sft.train_sft(model, tokenizer, args, train, validation, callbacks=[timer])
+        trainer.train()
     wall = time.perf_counter() - started
+    model.eval()
     memory = tensor_memory(model, trainer.optimizer)
     memory.update({"rss_peak": rss.peak, "rss_delta": rss.delta})
     if cuda:
@@ -561,6 +576,7 @@ def linear4bit_seconds(compute_dtype, tokens: int = 1024, d_in: int = 256, d_out
     weight = torch.randn(d_out, d_in) / d_in**0.5
     layer = bnb.nn.Linear4bit(d_in, d_out, bias=False, compute_dtype=compute_dtype, quant_type="nf4")
     layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type="nf4", compress_statistics=True)
+    layer = layer.to("cpu")  # quantizes the weight
     x = torch.randn(tokens, d_in, requires_grad=True)
     times = []
     for _ in range(repeats):
@@ -568,3 +584,29 @@ def linear4bit_seconds(compute_dtype, tokens: int = 1024, d_in: int = 256, d_out
         layer(x).float().sum().backward()
         times.append(time.perf_counter() - start)
     return sorted(times)[repeats // 2]
+
+
+def one_step_logit_change(model, batch: Mapping, lr: float) -> float:
+    """Mean absolute change of the logits after one AdamW step of ``lr`` on ``batch``.
+
+    With Adam every trainable entry moves by about ``lr`` in the first step,
+    whatever the size of its gradient. For a fresh LoRA adapter (B = 0) the r
+    columns of B all move in the direction that lowers the loss, so the
+    output change grows like ``(alpha / r) * r * lr = alpha * lr``: at equal
+    ``alpha / r``, a larger rank takes larger steps.
+    """
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    model.eval()  # no dropout: compare like with like
+    with torch.no_grad():
+        before = model(**inputs).logits.float()
+    model(**batch).loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        after = model(**inputs).logits.float()
+    mask = batch["attention_mask"].bool()
+    return (after - before).abs()[mask].mean().item()

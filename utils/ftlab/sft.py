@@ -62,17 +62,22 @@ def to_pairs(rows: Sequence[dict], template: Template, tokenizer) -> list[dict]:
     return [{"prompt": render(row), "completion": row["output"] + tokenizer.eos_token} for row in rows]
 
 
-def prompt_completion(rows: Sequence[dict], template: Template, tokenizer):
+def prompt_completion(rows: Sequence[dict], template: Template | None = None, tokenizer=None):
     """A ``datasets.Dataset`` of prompt/completion strings, ready for ``SFTTrainer``.
 
-    ``rows`` may also be a list of already rendered pairs (dicts with
-    ``prompt`` and ``completion``), e.g. the output of ``mix_at_ratio`` over
-    two differently templated sources; they are passed through.
+    ``rows`` are data rows rendered with ``template``, or already rendered
+    pairs (dicts with ``prompt`` and ``completion``, e.g. the output of
+    ``mix_at_ratio`` over ``to_pairs`` lists), which are passed through.
     """
     from datasets import Dataset
 
     rows = list(rows)
-    pairs = rows if rows and "prompt" in rows[0] else to_pairs(rows, template, tokenizer)
+    if rows and "prompt" in rows[0]:
+        pairs = rows
+    elif template is None or tokenizer is None:
+        raise ValueError("rows need rendering: pass the template and the tokenizer, or rows that are prompt/completion pairs")
+    else:
+        pairs = to_pairs(rows, template, tokenizer)
     return Dataset.from_list([{"prompt": p["prompt"], "completion": p["completion"]} for p in pairs])
 
 
@@ -125,18 +130,21 @@ def stop_after(steps: int):
     return StopAfter()
 
 
-def measure_at(steps: int, measure: Callable, results: dict):
-    """A callback that calls ``measure(model)`` after optimizer step ``steps`` and stores it in ``results[steps]``.
+def measure_at(steps: int | Sequence[int], measure: Callable, results: dict):
+    """A callback that calls ``measure(model)`` after each optimizer step in ``steps``.
 
-    The model is switched to eval mode for the measurement and back to training mode after it.
+    ``results[step]`` receives the value. The model is switched to eval mode
+    for the measurement and back to training mode after it.
     """
     from transformers import TrainerCallback
 
+    wanted = {steps} if isinstance(steps, int) else set(steps)
+
     class MeasureAt(TrainerCallback):
         def on_step_end(self, args, state, control, model=None, **kwargs):
-            if state.global_step == steps:
+            if state.global_step in wanted:
                 model.eval()
-                results[steps] = measure(model)
+                results[state.global_step] = measure(model)
                 model.train()
             return control
 
