@@ -6,7 +6,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from ftlab import data, paths
+from ftlab import curation, data, paths
 from ftlab import eval as ev
 
 GENERATED = [
@@ -14,6 +14,7 @@ GENERATED = [
     "domain/sft_train.jsonl",
     "domain/sft_validation.jsonl",
     "domain/sft_test.jsonl",
+    "domain/sft_raw.jsonl",
     "general/general_replay.jsonl",
     "general/general_eval.jsonl",
     "preference/pairs_train.jsonl",
@@ -142,6 +143,7 @@ def test_generator_reproduces_the_committed_files(tmp_path):
     """python data/scripts/build_course_data.py --out DIR rewrites the shipped files byte for byte."""
     script = paths.DATA_DIR / "scripts" / "build_course_data.py"
     subprocess.run([sys.executable, str(script), "--out", str(tmp_path)], check=True, capture_output=True)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.jsonl")) == sorted(GENERATED)
     for name in GENERATED:
         assert (tmp_path / name).read_bytes() == (paths.DATA_DIR / name).read_bytes(), name
 
@@ -163,3 +165,131 @@ def _builder():
 ])
 def test_josa_helper_picks_the_particle_that_fits(word, pair, expected):
     assert _builder().josa(word, pair) == expected
+
+
+# --- the raw collection for lab 05 (domain/sft_raw.jsonl) ---------------------
+
+RAW_KEY = ("instruction", "input")
+TEXT_FIELDS = ("instruction", "input", "output")
+
+
+@pytest.fixture(scope="module")
+def builder():
+    return _builder()
+
+
+@pytest.fixture(scope="module")
+def raw():
+    return data.read_jsonl(paths.DATA_DIR / "domain" / "sft_raw.jsonl", data.SFT_RAW_SCHEMA)
+
+
+def canonical_rows(raw):
+    """The first raw row of every train id (the generator puts the canonical form first)."""
+    first = {}
+    for row in raw:
+        first.setdefault(row["clean_id"], row)
+    return first
+
+
+def pii(text):
+    return [(m.kind, m.text) for m in curation.find_pii(text)]
+
+
+def pii_carrier(builder, field, clean_text, raw_text):
+    """The carrier of PII_CARRIERS that turns clean_text into raw_text with the PII find_pii reports, or None."""
+    found = pii(raw_text)
+    for carrier in builder.PII_CARRIERS[field]:
+        kinds = builder.carrier_kinds(carrier)
+        if [k for k, _ in found] == kinds and builder.fill_carrier(carrier, clean_text, dict(found)) == raw_text:
+            return carrier
+    return None
+
+
+def test_raw_contamination_counts(builder, sft, raw):
+    train = {r["id"]: r for r in sft["train"]}
+    first = canonical_rows(raw)
+    assert sorted(first) == sorted(train) and [r["id"] for r in raw] == [f"raw-{n:04d}" for n in range(1, len(raw) + 1)]
+    kinds = Counter()
+    for row in raw:
+        origin = first[row["clean_id"]]
+        if row is origin:
+            continue
+        assert row["output"] == origin["output"]  # copies and variants never edit the answer
+        a, b = curation._key_text(row, RAW_KEY), curation._key_text(origin, RAW_KEY)
+        kinds["exact" if a == b else "surface" if curation.normalize(a) == curation.normalize(b) else "near"] += 1
+    assert kinds == {"exact": builder.RAW_EXACT_COPIES, "surface": builder.RAW_SURFACE_VARIANTS,
+                     "near": builder.RAW_NEAR_VARIANTS}
+    with_pii = [r for r in first.values() if any(r[f] != train[r["clean_id"]][f] for f in TEXT_FIELDS)]
+    assert len(with_pii) == builder.RAW_PII_ROWS
+    assert 0.04 <= len(with_pii) / len(train) <= 0.08 and 0.10 <= kinds["exact"] / len(train) <= 0.14
+    assert 0.06 <= (kinds["surface"] + kinds["near"]) / len(train) <= 0.10
+
+
+def test_raw_inserted_pii_is_found_with_its_kind(builder, sft, raw):
+    """Each canonical row is the train row, or the train row with one carrier sentence whose PII find_pii
+    reports in full and with the right kind; copies and variants keep exactly the PII of their origin."""
+    train = {r["id"]: r for r in sft["train"]}
+    first = canonical_rows(raw)
+    kinds = Counter()
+    for row in first.values():
+        for field in TEXT_FIELDS:
+            clean = train[row["clean_id"]][field]
+            if row[field] == clean:
+                assert pii(row[field]) == [], (row["id"], field)
+            else:
+                assert pii_carrier(builder, field, clean, row[field]), (row["id"], field, row[field])
+                kinds.update(k for k, _ in pii(row[field]))
+    assert set(kinds) == set(curation.PII_PATTERNS)  # every kind occurs
+    for row in raw:
+        for field in TEXT_FIELDS:
+            assert pii(row[field]) == pii(first[row["clean_id"]][field]), (row["id"], field)
+
+
+def test_no_pii_in_the_clean_files():
+    """find_pii reports nothing in any shipped file but the raw one (no false positives to mask)."""
+    for name in GENERATED:
+        if name == "domain/sft_raw.jsonl":
+            continue
+        for line, row in enumerate(data.read_jsonl(paths.DATA_DIR / name, {}, id_field=None), 1):
+            for field, value in row.items():
+                for text in value if isinstance(value, list) else [value]:
+                    if isinstance(text, str):
+                        assert pii(text) == [], f"{name} line {line} field {field}: {pii(text)}"
+
+
+def test_near_duplicate_threshold_separates_variants_from_distinct_rows(builder, sft, raw):
+    """Char-3-gram Jaccard on instruction+input: every variant scores above RAW_NEAR_THRESHOLD against its
+    origin, every pair of distinct train rows below it (some distinct rows share a question form: >= 0.7)."""
+    first = canonical_rows(raw)
+    variants = [curation.jaccard(curation.char_ngrams(curation._key_text(r, RAW_KEY)),
+                                 curation.char_ngrams(curation._key_text(first[r["clean_id"]], RAW_KEY)))
+                for r in raw if r is not first[r["clean_id"]]]
+    distinct = [s for _, _, s in curation.near_duplicate_pairs(sft["train"], key=RAW_KEY, threshold=0.5)]
+    assert min(variants) > builder.RAW_NEAR_THRESHOLD > max(distinct)
+    assert any(s >= 0.7 for s in distinct)  # the teaching point: 0.7 would drop legitimate rows
+    cross = [s for i, j, s in curation.near_duplicate_pairs(raw, key=RAW_KEY, threshold=builder.RAW_NEAR_THRESHOLD)
+             if raw[i]["clean_id"] != raw[j]["clean_id"]]
+    assert cross == []
+
+
+def test_curation_pipeline_recovers_the_train_set(builder, sft, raw):
+    """dedup_exact(normalized) -> dedup_near(RAW_NEAR_THRESHOLD) -> mask_rows leaves one row per train id:
+    the train row itself, or the train row plus its carrier sentence with [kind] placeholders; no PII left."""
+    kept, removed = curation.dedup_exact(raw, key=RAW_KEY, normalized=True)
+    assert len(removed) == builder.RAW_EXACT_COPIES + builder.RAW_SURFACE_VARIANTS
+    kept, removed = curation.dedup_near(kept, key=RAW_KEY, threshold=builder.RAW_NEAR_THRESHOLD)
+    assert len(removed) == builder.RAW_NEAR_VARIANTS
+    masked, counts = curation.mask_rows(kept)
+    train = {r["id"]: r for r in sft["train"]}
+    assert sorted(r["clean_id"] for r in masked) == sorted(train)
+    placeholders = {kind: f"[{kind}]" for kind in curation.PII_PATTERNS}
+    changed = 0
+    for row in masked:
+        clean = train[row["clean_id"]]
+        for field in TEXT_FIELDS:
+            assert pii(row[field]) == [], (row["id"], field)
+            if row[field] != clean[field]:
+                changed += 1
+                assert any(builder.fill_carrier(c, clean[field], placeholders) == row[field]
+                           for c in builder.PII_CARRIERS[field]), (row["id"], field, row[field])
+    assert changed == builder.RAW_PII_ROWS and sum(counts.values()) >= builder.RAW_PII_ROWS

@@ -147,6 +147,19 @@ def test_loaders_return_datasets_with_the_schema_columns():
     assert facts["F001"]["id"] == "F001" and facts["F001"]["key"] in facts["F001"]["answer"]
 
 
+def test_load_sft_raw_keeps_every_row_and_checks_clean_id(tmp_path):
+    """The raw collection loads whole (duplicates included: only ids must be unique); clean_id is required."""
+    raw = data.load_sft_raw()
+    assert list(raw.column_names) == list(data.SFT_RAW_SCHEMA)
+    lines = (paths.DATA_DIR / "domain" / "sft_raw.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(raw) == len(lines) > len(data.load_sft("train"))
+    row = json.loads(lines[4])
+    del row["clean_id"]
+    path = write_lines(tmp_path / "sft_raw.jsonl", lines[:4] + [json.dumps(row, ensure_ascii=False)])
+    with pytest.raises(data.DataValidationError, match="line 5: field 'clean_id' is missing"):
+        data.read_jsonl(path, data.SFT_RAW_SCHEMA)
+
+
 ROW = {"instruction": "프린터가 안 돼요.", "input": "", "output": "전원을 확인하세요."}
 
 

@@ -1,4 +1,5 @@
-"""Build the course data: knowledge base, SFT splits, general Q&A and preference pairs.
+"""Build the course data: knowledge base, SFT splits, general Q&A and preference pairs,
+and the raw (uncurated) SFT collection that lab 05 curates.
 
 Everything is written for this course (no external source) and generated
 deterministically from the tables below with the standard library only, so the
@@ -7,6 +8,8 @@ committed files can be checked against a fresh run::
     python data/scripts/build_course_data.py                 # rewrite data/{domain,general,preference}
     python data/scripts/build_course_data.py --out /tmp/d    # write elsewhere (the tests do this)
     python data/scripts/build_course_data.py --report        # also print the figures quoted in data/README.md
+
+(The report's raw-set figures use ``ftlab.curation``, itself standard library only.)
 
 Table formats (one record per line, fields separated by `` | ``):
 
@@ -26,10 +29,11 @@ import random
 import re
 import statistics
 import sys
+import unicodedata
 from collections import Counter
 from pathlib import Path
 
-SEED = 20261123  # every random choice below comes from random.Random(SEED)
+SEED = 20261123  # every random choice below comes from random.Random(SEED), except the raw set's (RAW_SEED)
 
 # ---------------------------------------------------------------------------
 # Content: knowledge base, out-of-KB questions, general Q&A
@@ -800,6 +804,240 @@ def build_general(facts: list[dict]) -> dict[str, list[dict]]:
     return splits
 
 
+# ---------------------------------------------------------------------------
+# Raw collection for the curation lab (domain/sft_raw.jsonl)
+# ---------------------------------------------------------------------------
+
+# sft_train as it might have looked when collected from support tickets, before
+# curation: every train row once (some with synthetic personal data), plus exact
+# copies and near copies. Its own generator, so that the other files do not move.
+RAW_SEED = 20261124
+RAW_PII_ROWS = 60  # train rows whose one raw copy carries synthetic PII (~6%)
+RAW_EXACT_COPIES = 120  # extra identical copies (~12%)
+RAW_SURFACE_VARIANTS = 40  # extra copies differing in spaces/punctuation only (~4%)
+RAW_NEAR_VARIANTS = 40  # extra copies with a small wording change (~4%)
+RAW_NEAR_THRESHOLD = 0.8  # the dedup_near threshold data/README.md recommends for this file
+
+# Sentences that carry personal data into a ticket: "{text}" is the clean field,
+# "{전화번호}" etc. the synthetic value (the names are the kinds of
+# ftlab.curation.PII_PATTERNS, so filling a slot with "[kind]" gives exactly
+# what mask_pii leaves). Repeated entries make a kind more frequent.
+PII_CARRIERS = {
+    "instruction": [
+        "제 번호는 {전화번호}입니다. {text}",
+        "제 번호는 {전화번호}입니다. {text}",
+        "{text} 연락처: {전화번호}",
+        "{text} 급하면 전화 주세요. {전화번호}",
+        "{text} 답변은 {이메일} 메일로 주세요.",
+        "{text} 답변은 {이메일} 메일로 주세요.",
+        "{이메일} 계정 사용자입니다. {text}",
+        "{text} 연락은 {전화번호}번으로 주세요.",
+    ],
+    "input": [
+        "{text} 회신 메일: {이메일}",
+        "{text} 연락처 {전화번호} / 메일 {이메일}",
+        "{text} 연락 가능한 번호는 {전화번호}입니다.",
+        "{text} 지난주에 {카드번호} 카드로 수리비를 결제했어요.",
+        "{text} 결제한 카드 번호는 {카드번호}입니다.",
+        "{text} 본인 확인이 필요하면 주민번호 {주민번호} 쓰세요.",
+        "{text} 가입자 주민등록번호: {주민번호}",
+    ],
+    "output": [  # a support agent's signature line left in the answer
+        "{text}\n- 고객지원팀 직통 {전화번호}",
+        "{text}\n- 추가 문의: {이메일}",
+    ],
+}
+_PII_FIELD_SHARE = (("instruction", 27), ("input", 27), ("output", 6))  # rows per field, sums to RAW_PII_ROWS
+_REGION_CODES = ["02", "031", "032", "033", "041", "042", "043", "044", "051", "052", "053", "054", "055", "061",
+                 "062", "063", "064"]
+_MAIL_USERS = ["minsu.kim", "jiyoung_lee", "hana2024", "park.sj", "yuna.choi", "dohyun88", "seoyeon.jang",
+               "j.han", "cs_user01", "eunji.yoon", "taeho.kang", "sora_lim"]
+_MAIL_DOMAINS = ["example.com", "example.org", "example.net", "mail.example.com"]  # reserved (RFC 2606)
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        d = int(d) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+def _rrn_check_digit(first12: str) -> int:
+    weights = [2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5]
+    return (11 - sum(int(d) * w for d, w in zip(first12, weights)) % 11) % 10
+
+
+def fake_pii(kind: str, rng: random.Random) -> str:
+    """A synthetic but well-formed value: card numbers fail the Luhn check and
+    resident numbers the check digit, so neither can be a real one; e-mail
+    domains are the reserved example.* names; phone numbers are random digits."""
+    if kind == "전화번호":
+        if rng.random() < 0.7:  # mobile
+            a, b = rng.randint(2000, 9999), rng.randint(0, 9999)
+            sep = rng.choice(["-", "-", "-", "", " "])
+            return f"010{sep}{a}{sep}{b:04d}"
+        code = rng.choice(_REGION_CODES)
+        middle = rng.randint(200, 9999) if code == "02" else rng.randint(200, 999)
+        return f"{code}-{middle}-{rng.randint(0, 9999):04d}"
+    if kind == "이메일":
+        return f"{rng.choice(_MAIL_USERS)}@{rng.choice(_MAIL_DOMAINS)}"
+    if kind == "카드번호":
+        digits = rng.choice("3456") + "".join(str(rng.randint(0, 9)) for _ in range(15))
+        if _luhn_ok(digits):
+            digits = digits[:-1] + str((int(digits[-1]) + 1) % 10)
+        sep = rng.choice(["-", "-", " "])
+        return sep.join(digits[i:i + 4] for i in range(0, 16, 4))
+    if kind == "주민번호":
+        year, month, day = rng.randint(1950, 2005), rng.randint(1, 12), rng.randint(1, 28)
+        gender = rng.choice("12" if year < 2000 else "34")
+        year %= 100
+        body = f"{year:02d}{month:02d}{day:02d}{gender}" + "".join(str(rng.randint(0, 9)) for _ in range(5))
+        last = (_rrn_check_digit(body) + rng.randint(1, 9)) % 10  # never the valid check digit
+        return f"{body[:6]}-{body[6:]}{last}"
+    raise ValueError(f"unknown PII kind {kind!r}")
+
+
+_CARRIER_SLOT = re.compile(r"\{(\w+)\}")
+
+
+def fill_carrier(carrier: str, text: str, values: dict[str, str]) -> str:
+    """The carrier sentence around ``text`` with its PII slots filled from ``values``."""
+    return carrier.format(text=text, **values).strip()
+
+
+def carrier_kinds(carrier: str) -> list[str]:
+    """The PII kinds a carrier holds, in order."""
+    return [slot for slot in _CARRIER_SLOT.findall(carrier) if slot != "text"]
+
+
+_HANGUL = "가-힣"
+_INNER_SPACE = re.compile(f"(?<=[{_HANGUL}]) (?=[{_HANGUL}])")
+
+
+def _surface_edit(text: str, rng: random.Random) -> str:
+    """One edit of spaces or punctuation (``ftlab.curation.normalize`` is unchanged)."""
+    edits = ["drop_space", "double_space", "punct", "trailing_space"]
+    while True:
+        edit = rng.choice(edits)
+        if edit == "drop_space":  # "알려 주세요" -> "알려주세요", "안 돼요" -> "안돼요"
+            if "알려 주세요" in text and rng.random() < 0.5:
+                return text.replace("알려 주세요", "알려주세요", 1)
+            spots = [m.start() for m in _INNER_SPACE.finditer(text)]
+            if spots:
+                i = rng.choice(spots)
+                return text[:i] + text[i + 1:]
+        elif edit == "double_space":
+            spots = [m.start() for m in _INNER_SPACE.finditer(text)]
+            if spots:
+                i = rng.choice(spots)
+                return text[:i] + " " + text[i:]
+        elif edit == "punct":
+            if text.endswith("?"):
+                return text[:-1] + rng.choice(["??", "?!", " ?", "???", ""])
+            if text.endswith("."):
+                return text[:-1] + rng.choice(["..", "...", "!", "!!", ""])
+            return text + rng.choice(["!!", "?", "!"])
+        elif edit == "trailing_space":
+            return text + " "
+
+
+def _near_edit(row: dict, rng: random.Random) -> dict:
+    """One small wording change that ``normalize`` does not undo."""
+    row = dict(row)
+    tail = "input" if row["input"] else "instruction"
+    while True:
+        edit = rng.choice(["cry", "cry", "yeo", "opener", "jom"])
+        if edit == "cry":  # "…어떻게 하죠?ㅠㅠ"
+            row[tail] += rng.choice(["ㅠㅠ", "ㅠㅠ", "ㅠㅠㅠ", "ㅜㅜ", " ㅠㅠ"])
+            return row
+        if edit == "yeo":  # "알려 주세요." -> "알려 주세여."
+            match = re.search(f"요(?=[^{_HANGUL}]*$)", row[tail])
+            if match:
+                row[tail] = row[tail][:match.start()] + "여" + row[tail][match.end():]
+                return row
+        elif edit == "opener":
+            opener = rng.choice(["저기요, ", "급해요. ", "혹시 "])
+            if not row["instruction"].startswith(opener.strip(", .")):
+                row["instruction"] = opener + row["instruction"]
+                return row
+        elif edit == "jom":  # "알려 주세요" -> "좀 알려 주세요"
+            if "알려 주세요" in row["instruction"] and "좀 알려" not in row["instruction"]:
+                row["instruction"] = row["instruction"].replace("알려 주세요", "좀 알려 주세요", 1)
+                return row
+
+
+def _normalize(text: str) -> str:
+    """Same as ftlab.curation.normalize (kept here so the generator needs the standard library only)."""
+    return re.sub(r"[\s\W_]+", "", unicodedata.normalize("NFKC", text).lower())
+
+
+def _key(row: dict) -> str:
+    return row["instruction"] + "\n" + row["input"]
+
+
+def build_raw(sft_train: list[dict], rng: random.Random) -> list[dict]:
+    """A raw, uncurated version of sft_train (domain/sft_raw.jsonl).
+
+    Every train row appears once in its canonical form: the clean row, except
+    that RAW_PII_ROWS of them carry synthetic personal data in one field (a
+    carrier sentence from PII_CARRIERS around the clean text). Then, each of a
+    train row drawn with replacement: RAW_EXACT_COPIES identical copies,
+    RAW_SURFACE_VARIANTS copies that differ in spaces and punctuation only
+    (``dedup_exact(..., normalized=True)`` catches them) and RAW_NEAR_VARIANTS
+    copies with a small wording change ("ㅠㅠ", "주세여", "저기요, ", "좀 알려
+    주세요") that only a near-duplicate search catches. Copies and variants
+    start from the canonical form (PII included), change only the instruction
+    or input, and every variant is distinct from the others. Rows are shuffled,
+    then within each train id the canonical form is moved to the group's first
+    position, so that "keep the first row" dedupers keep it. ``clean_id`` names
+    the train row a raw row derives from: ground truth for checking the
+    curation, not a feature.
+    """
+    ids = [r["id"] for r in sft_train]
+    canonical = {r["id"]: {"instruction": r["instruction"], "input": r["input"], "output": r["output"],
+                           "clean_id": r["id"]} for r in sft_train}
+    fields = [f for f, n in _PII_FIELD_SHARE for _ in range(n)]
+    assert len(fields) == RAW_PII_ROWS
+    for clean_id, field in zip(sorted(rng.sample(ids, RAW_PII_ROWS)), fields):
+        carrier = rng.choice(PII_CARRIERS[field])
+        values = {kind: fake_pii(kind, rng) for kind in carrier_kinds(carrier)}
+        canonical[clean_id][field] = fill_carrier(carrier, canonical[clean_id][field], values)
+    extra = [dict(canonical[rng.choice(ids)]) for _ in range(RAW_EXACT_COPIES)]
+    seen_raw = {_key(r) for r in canonical.values()}
+    seen_norm = {_normalize(_key(r)) for r in canonical.values()}
+    made = 0
+    while made < RAW_SURFACE_VARIANTS:
+        row = dict(canonical[rng.choice(ids)])
+        field = "input" if row["input"] and rng.random() < 0.5 else "instruction"
+        for _ in range(rng.choice([1, 1, 2])):
+            row[field] = _surface_edit(row[field], rng)
+        if _key(row) not in seen_raw:
+            assert _normalize(_key(row)) == _normalize(_key(canonical[row["clean_id"]]))
+            seen_raw.add(_key(row))
+            extra.append(row)
+            made += 1
+    made = 0
+    while made < RAW_NEAR_VARIANTS:
+        row = _near_edit(canonical[rng.choice(ids)], rng)
+        if rng.random() < 0.5:
+            row["instruction"] = _surface_edit(row["instruction"], rng)
+        if _normalize(_key(row)) not in seen_norm:
+            seen_norm.add(_normalize(_key(row)))
+            extra.append(row)
+            made += 1
+    mixed = list(canonical.values()) + extra
+    rng.shuffle(mixed)
+    groups: dict[str, list[dict]] = {}
+    for row in mixed:
+        groups.setdefault(row["clean_id"], []).append(row)
+    for clean_id, group in groups.items():  # the canonical form first within its group
+        group.sort(key=lambda r: r is not canonical[clean_id])
+    take = {clean_id: iter(group) for clean_id, group in groups.items()}
+    return [{"id": f"raw-{n:04d}", **{k: row[k] for k in ("instruction", "input", "output", "clean_id")}}
+            for n, row in enumerate((next(take[r["clean_id"]]) for r in mixed), 1)]
+
+
 def build_all() -> dict[str, list[dict]]:
     """Every output file (relative path -> rows)."""
     rng = random.Random(SEED)
@@ -809,6 +1047,7 @@ def build_all() -> dict[str, list[dict]]:
     general = build_general(facts)
     files = {"domain/facts.jsonl": facts}
     files.update({f"domain/sft_{s}.jsonl": rows for s, rows in sft.items()})
+    files["domain/sft_raw.jsonl"] = build_raw(sft["train"], random.Random(RAW_SEED))
     files.update({f"general/general_{s}.jsonl": rows for s, rows in general.items()})
     files.update({f"preference/pairs_{s}.jsonl": rows for s, rows in prefs.items()})
     return files
@@ -845,6 +1084,71 @@ def near_duplicates(texts: list[str], threshold: float = 0.9) -> int:
             if inter / (size_a + size_b - inter) >= threshold:
                 count += 1
     return count
+
+
+def _curation():
+    """ftlab.curation (standard library only): the raw-set figures use the functions lab 05 uses."""
+    try:
+        from ftlab import curation
+    except ImportError:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "utils"))
+        from ftlab import curation
+    return curation
+
+
+def raw_report(raw: list[dict], train: list[dict]) -> list[str]:
+    """Contamination counts, similarity of variants vs distinct train rows, and the curation pipeline."""
+    cur = _curation()
+    key = ("instruction", "input")
+    fields = ("instruction", "input", "output")
+    out = ["## sft_raw (lab 05 curation)"]
+    first: dict[str, dict] = {}
+    kinds: Counter = Counter()
+    near_sims = []
+    for row in raw:
+        canon = first.setdefault(row["clean_id"], row)
+        if canon is row:
+            continue
+        a, b = cur._key_text(row, key), cur._key_text(canon, key)
+        if a == b:
+            kinds["exact copy"] += 1
+        elif cur.normalize(a) == cur.normalize(b):
+            kinds["spacing/punctuation variant"] += 1
+        else:
+            kinds["near variant"] += 1
+            near_sims.append(cur.jaccard(cur.char_ngrams(a), cur.char_ngrams(b)))
+    clean = {r["id"]: r for r in train}
+    pii_rows = Counter(f for r in first.values() for f in fields if r[f] != clean[r["clean_id"]][f])
+    out.append(f"- rows {len(raw)}: train rows once {len(first)} (with synthetic PII {sum(pii_rows.values())}: "
+               f"{dict(pii_rows)}), {dict(kinds)}")
+    found = Counter(m.kind for r in raw for f in fields for m in cur.find_pii(r[f]))
+    found_once = Counter(m.kind for r in first.values() for f in fields for m in cur.find_pii(r[f]))
+    out.append(f"- PII matches (find_pii): canonical rows {dict(found_once)}; all rows {dict(found)}")
+    legit = cur.near_duplicate_pairs(train, key=key, threshold=0.5)
+    top = max(legit, key=lambda p: p[2])
+    out.append(f"- char-3-gram Jaccard on instruction+input, near variant vs its origin: n={len(near_sims)} "
+               f"min {min(near_sims):.3f} median {statistics.median(near_sims):.3f} max {max(near_sims):.3f} "
+               f"(spacing/punctuation variants: 1.0)")
+    out.append(f"- distinct train rows: {len(legit)} pairs >= 0.5, max {top[2]:.3f}; pairs >= 0.6/0.7/0.8/0.9: "
+               + "/".join(str(sum(s >= t for *_, s in legit)) for t in (0.6, 0.7, 0.8, 0.9)))
+    for i, j, sim in sorted(legit, key=lambda p: -p[2])[:2]:
+        out.append(f"  {sim:.3f} {train[i]['instruction']!r} ~ {train[j]['instruction']!r}")
+    kept, removed = cur.dedup_exact(raw, key=key)
+    out.append(f"- dedup_exact(key=instruction+input): removes {len(removed)}")
+    kept, removed = cur.dedup_exact(raw, key=key, normalized=True)
+    out.append(f"- dedup_exact(normalized=True): removes {len(removed)}, keeps {len(kept)}")
+    for threshold in (0.7, RAW_NEAR_THRESHOLD, 0.9):
+        near_kept, near_removed = cur.dedup_near(kept, key=key, threshold=threshold)
+        ids = Counter(r["clean_id"] for r in near_kept)
+        lost = len(clean) - len(ids)
+        left = sum(n - 1 for n in ids.values())
+        out.append(f"- then dedup_near(threshold={threshold}): removes {len(near_removed)}, keeps {len(near_kept)}; "
+                   f"train rows lost {lost}, duplicates left {left}")
+    near_kept, _ = cur.dedup_near(kept, key=key, threshold=RAW_NEAR_THRESHOLD)
+    masked, counts = cur.mask_rows(near_kept)
+    left = sum(bool(cur.find_pii(r[f])) for r in masked for f in fields)
+    out.append(f"- then mask_rows: masked {counts}; PII left {left}")
+    return out
 
 
 def report(files: dict[str, list[dict]]) -> str:
@@ -911,6 +1215,7 @@ def report(files: dict[str, list[dict]]) -> str:
                f"not replayed: {sum(not r['in_replay'] for r in ev)}")
     gi = [r["instruction"] for r in gen]
     out.append(f"- questions {len(gi)}, unique {len(set(gi))}; near-dup pairs {near_duplicates(gi)}")
+    out += raw_report(files["domain/sft_raw.jsonl"], sft["train"])
     return "\n".join(out)
 
 

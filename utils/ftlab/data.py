@@ -10,6 +10,7 @@ No row is ever dropped silently. Typical use in a lab::
 
     from ftlab import data
     train = data.load_sft("train")                  # datasets.Dataset
+    raw = data.load_sft_raw()                       # sft_train before curation (lab 05)
     facts = data.load_facts()                       # {"F001": {...}, ...}
     pairs = data.load_preference_pairs("train")     # prompt / chosen / rejected
     data.format_instruction_prompt(train[0])        # "### 지시:\\n...\\n\\n### 응답:\\n..."
@@ -79,6 +80,16 @@ SFT_SCHEMA: Schema = {
     "instruction": Field(str),
     "input": Field(str, nonempty=False),  # "" for most rows
     "output": Field(str),
+}
+
+# The raw, uncurated collection behind sft_train (data/domain/sft_raw.jsonl):
+# duplicates, near duplicates and synthetic personal data, for lab 05's curation.
+SFT_RAW_SCHEMA: Schema = {
+    "id": Field(str),  # raw-0001, ...
+    "instruction": Field(str),
+    "input": Field(str, nonempty=False),
+    "output": Field(str),
+    "clean_id": Field(str),  # the sft_train row it derives from: ground truth for checking, not a feature
 }
 
 # General-knowledge Q&A for replay and forgetting (data/general/*.jsonl).
@@ -214,6 +225,19 @@ def load_sft(split: str):
     """SFT rows of one split: ``"train"``, ``"validation"`` or ``"test"``."""
     _check_split(split, SFT_SPLITS)
     return load_jsonl_dataset(paths.DATA_DIR / "domain" / f"sft_{split}.jsonl", SFT_SCHEMA)
+
+
+def load_sft_raw():
+    """The uncurated collection behind ``sft_train`` (data/domain/sft_raw.jsonl), for the curation lab.
+
+    Every train row once (about 6% of them with synthetic phone numbers, e-mail
+    addresses, card or resident numbers), plus exact copies, copies that differ
+    in spaces or punctuation, and near copies ("…하죠?ㅠㅠ"). ``clean_id`` names
+    the train row a raw row comes from: use it only to check a curation (e.g.
+    ``ftlab.curation.dedup_exact`` then ``dedup_near`` then ``mask_rows``), never
+    as an input to it. Rows are validated like every other file; nothing is dropped.
+    """
+    return load_jsonl_dataset(paths.DATA_DIR / "domain" / "sft_raw.jsonl", SFT_RAW_SCHEMA)
 
 
 def load_general(split: str):
