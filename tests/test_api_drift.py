@@ -115,3 +115,15 @@ def test_dpo_trainer_with_peft_and_no_reference(model_and_tokenizer, tmp_path):
 
 def test_prepare_for_kbit_training_exists():
     from peft import get_peft_model, prepare_model_for_kbit_training  # noqa: F401
+
+
+def test_gradient_checkpointing_argument_still_works(tmp_path):
+    """profile.training_kwargs passes ``gradient_checkpointing``; transformers 5.23 only deprecates it."""
+    import warnings
+
+    from transformers import TrainingArguments
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        args = TrainingArguments(output_dir=str(tmp_path), gradient_checkpointing=True, use_cpu=True, report_to="none")
+    assert args.gradient_checkpointing

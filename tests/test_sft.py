@@ -149,3 +149,60 @@ def test_stop_after_keeps_the_full_schedule_and_measure_at_records(model, tokeni
     assert seen == {2: False}  # measured in eval mode
     lrs = sft.log_series(trainer.state.log_history, "learning_rate")["value"]
     assert lrs == pytest.approx([1e-3, 9e-4])  # linear decay over max_steps=10 (over 2 steps it would be 5e-4)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.05, 0.2])
+@pytest.mark.parametrize("patience", [1, 2, 3])
+def test_early_stopping_step_matches_the_transformers_callback(patience, threshold):
+    from types import SimpleNamespace
+
+    from transformers import EarlyStoppingCallback, TrainerControl
+
+    values = [5.0, 3.0, 2.0, 1.9, 1.85, 1.95, 1.84, 1.83, 2.5, 2.6, 1.0]
+    steps = [10 * (i + 1) for i in range(len(values))]
+    callback = EarlyStoppingCallback(early_stopping_patience=patience, early_stopping_threshold=threshold)
+    args = SimpleNamespace(metric_for_best_model="eval_loss", greater_is_better=False)
+    state = SimpleNamespace(best_metric=None)
+    expected = None
+    for step, value in zip(steps, values):
+        control = TrainerControl()
+        callback.on_evaluate(args, state, control, metrics={"eval_loss": value})
+        if state.best_metric is None or value < state.best_metric:  # Trainer._determine_best_metric, after the callback
+            state.best_metric = value
+        if control.should_training_stop:
+            expected = step
+            break
+    assert sft.early_stopping_step(steps, values, patience, threshold) == expected
+
+
+def test_early_stopping_step_edge_cases():
+    assert sft.early_stopping_step([1, 2, 3], [3.0, 2.0, 1.0], patience=1) is None
+    assert sft.early_stopping_step([1, 2], [1.0, 1.0], patience=1) == 2
+    with pytest.raises(ValueError, match="patience"):
+        sft.early_stopping_step([1], [1.0], patience=0)
+    with pytest.raises(ValueError, match="values"):
+        sft.early_stopping_step([1, 2], [1.0], patience=1)
+
+
+def test_lab05_gpu_path_lora_with_two_eval_sets_and_early_stopping(model, tokenizer, tmp_path):
+    """The GPU profiles run lab 05's main recipe through a LoraConfig: check that combination on CPU."""
+    from peft import LoraConfig, PeftModel
+    from transformers import EarlyStoppingCallback
+    from trl import SFTConfig
+
+    train = sft.prompt_completion(ROWS * 8, "chat", tokenizer)
+    evals = {"domain": sft.prompt_completion(ROWS, "chat", tokenizer), "general": sft.prompt_completion(ROWS[:1], "chat", tokenizer)}
+    args = SFTConfig(output_dir=str(tmp_path), max_length=64, completion_only_loss=True, report_to="none", max_steps=4,
+                     per_device_train_batch_size=4, learning_rate=1e-2, use_cpu=True, logging_steps=1, disable_tqdm=True,
+                     eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2, save_total_limit=1,
+                     load_best_model_at_end=True, metric_for_best_model="eval_domain_loss")
+    lora = LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0)
+    trainer = sft.train_sft(model, tokenizer, args, train, evals, callbacks=[EarlyStoppingCallback(early_stopping_patience=2)],
+                            peft_config=lora)
+    assert isinstance(trainer.model, PeftModel)
+    domain = sft.log_series(trainer.state.log_history, "eval_domain_loss")
+    assert domain["step"] == [2, 4] and sft.log_series(trainer.state.log_history, "eval_general_loss")["step"] == [2, 4]
+    best = min(domain["value"])
+    assert trainer.state.best_metric == pytest.approx(best)
+    kept = sft.answer_nll(trainer.model, tokenizer, sft.to_pairs(ROWS, "chat", tokenizer))
+    assert kept == pytest.approx(best, abs=1e-3)  # the best checkpoint was loaded back

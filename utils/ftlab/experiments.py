@@ -366,6 +366,7 @@ def run_cell(
     QLoRA runs would then differ in more than the base weights.
     """
     import torch
+    from transformers import PrinterCallback
     from trl import SFTTrainer
 
     from ftlab import sft
@@ -380,6 +381,7 @@ def run_cell(
     timer = step_timer()
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=validation,
                          processing_class=tokenizer, callbacks=[timer])
+    trainer.remove_callback(PrinterCallback)  # the log stays in trainer.state.log_history
     if fp32_adapters if fp32_adapters is not None else profile.device == "cpu":
         for p in model.parameters():
             if p.requires_grad:

@@ -69,7 +69,16 @@ def quiet_libraries() -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    try:  # trl's dataset preparation ("Tokenizing train dataset ...") goes through datasets' bars
+        from datasets.utils import logging as datasets_logging
+
+        datasets_logging.disable_progress_bar()
+    except ImportError:
+        pass
     warnings.filterwarnings("ignore", message=".*kernels.*")
+    # transformers 5.23 renames the argument to activation_checkpointing; the labs keep the old
+    # name, which still works (tests/test_api_drift.py fails the day it stops working).
+    warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.*` is deprecated.*", category=FutureWarning)
 
 
 def start_lab(lab: str, seed: int = 0, verbose: bool = True) -> LabContext:

@@ -151,6 +151,34 @@ def measure_at(steps: int | Sequence[int], measure: Callable, results: dict):
     return MeasureAt()
 
 
+def early_stopping_step(steps: Sequence[int], values: Sequence[float], patience: int, threshold: float = 0.0):
+    """The step at which ``transformers.EarlyStoppingCallback`` would stop on this validation curve, or None.
+
+    Follows the callback and the Trainer exactly, for a metric where lower is
+    better: an evaluation resets the patience counter only if it beats the best
+    earlier value by more than ``threshold`` (``early_stopping_threshold``);
+    otherwise the counter grows, and training stops when it reaches
+    ``patience``. The best value itself moves on any improvement, however small.
+    Use it to ask "where would early stopping with these settings have cut
+    this run?" without training again.
+    """
+    if patience < 1:
+        raise ValueError(f"patience must be at least 1, got {patience}")
+    if len(steps) != len(values):
+        raise ValueError(f"{len(steps)} steps but {len(values)} values")
+    best, counter = None, 0
+    for step, value in zip(steps, values):
+        if best is None or (value < best and abs(value - best) > threshold):
+            counter = 0
+        else:
+            counter += 1
+        if best is None or value < best:
+            best = value
+        if counter >= patience:
+            return step
+    return None
+
+
 def log_series(log_history: Sequence[dict], key: str) -> dict[str, list]:
     """``{"step": [...], "value": [...]}`` for one logged key (``loss``, ``eval_loss``, ``learning_rate``)."""
     entries = [entry for entry in log_history if key in entry]
