@@ -215,6 +215,11 @@ class PeakRSS:
         return self.peak - self.baseline
 
 
+def _on_device(model, batch: Mapping) -> dict:
+    """``batch`` with every tensor moved to the model's device (batches are built on the CPU)."""
+    return {k: v.to(model.device) if hasattr(v, "to") else v for k, v in batch.items()}
+
+
 def saved_activation_bytes(model, batch: Mapping) -> int:
     """Bytes autograd saves for the backward pass during one forward pass (loss included).
 
@@ -238,6 +243,7 @@ def saved_activation_bytes(model, batch: Mapping) -> int:
             total += key[1]
         return t
 
+    batch = _on_device(model, batch)
     model.train()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss = model(**batch).loss
@@ -558,12 +564,22 @@ def completion_batch(tokenizer, pairs: Sequence[Mapping]) -> dict:
 
 
 def seconds_per_step(model, batch: Mapping, steps: int = 5) -> float:
-    """Median wall time of one forward and backward pass on ``batch`` (gradients discarded)."""
+    """Median wall time of one forward and backward pass on ``batch`` (gradients discarded).
+
+    On a GPU the clock stops only after ``torch.cuda.synchronize()``: kernels
+    run asynchronously, and without it only their launch would be timed.
+    """
+    import torch
+
     times = []
+    batch = _on_device(model, batch)
+    cuda = batch["input_ids"].is_cuda
     model.train()
     for _ in range(steps):
         start = time.perf_counter()
         model(**batch).loss.backward()
+        if cuda:
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
         model.zero_grad(set_to_none=True)
     model.eval()
@@ -601,6 +617,7 @@ def one_step_logit_change(model, batch: Mapping, lr: float) -> float:
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    batch = _on_device(model, batch)
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     model.eval()  # no dropout: compare like with like
     with torch.no_grad():
