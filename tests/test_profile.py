@@ -101,3 +101,5 @@ def test_gpu_loading_code_builds_real_from_pretrained_calls(monkeypatch):
     assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
     assert q.bnb_4bit_compute_dtype == torch.float16
     assert kwargs["dtype"] == torch.float16 and kwargs["device_map"] == "auto"
+    P.load_model_and_tokenizer(P.get_profile("t4"), load_in_4bit=True, compute_dtype=torch.float32)
+    assert calls["model"][1]["quantization_config"].bnb_4bit_compute_dtype == torch.float32

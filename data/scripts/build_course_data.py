@@ -9,7 +9,7 @@ committed files can be checked against a fresh run::
     python data/scripts/build_course_data.py --out /tmp/d    # write elsewhere (the tests do this)
     python data/scripts/build_course_data.py --report        # also print the figures quoted in data/README.md
 
-(The report's raw-set figures use ``ftlab.curation``, itself standard library only.)
+(The raw set and its report use ``ftlab.curation``, itself standard library only.)
 
 Table formats (one record per line, fields separated by `` | ``):
 
@@ -29,7 +29,6 @@ import random
 import re
 import statistics
 import sys
-import unicodedata
 from collections import Counter
 from pathlib import Path
 
@@ -967,11 +966,6 @@ def _near_edit(row: dict, rng: random.Random) -> dict:
                 return row
 
 
-def _normalize(text: str) -> str:
-    """Same as ftlab.curation.normalize (kept here so the generator needs the standard library only)."""
-    return re.sub(r"[\s\W_]+", "", unicodedata.normalize("NFKC", text).lower())
-
-
 def _key(row: dict) -> str:
     return row["instruction"] + "\n" + row["input"]
 
@@ -1004,6 +998,7 @@ def build_raw(sft_train: list[dict], rng: random.Random) -> list[dict]:
         values = {kind: fake_pii(kind, rng) for kind in carrier_kinds(carrier)}
         canonical[clean_id][field] = fill_carrier(carrier, canonical[clean_id][field], values)
     extra = [dict(canonical[rng.choice(ids)]) for _ in range(RAW_EXACT_COPIES)]
+    _normalize = _curation().normalize  # the rule lab 05's dedup_exact(normalized=True) applies
     seen_raw = {_key(r) for r in canonical.values()}
     seen_norm = {_normalize(_key(r)) for r in canonical.values()}
     made = 0

@@ -90,21 +90,6 @@ def lora_config(cell: Cell, dropout: float = 0.05):
                       bias="none", task_type="CAUSAL_LM")
 
 
-def quantization_config(profile):
-    """The QLoRA recipe: NF4 weights, double quantization, compute in the profile's dtype.
-
-    On the CPU profile the 4-bit layers compute in fp32, not bf16: CPUs without
-    bf16 matrix instructions (AVX-512 BF16, AMX) emulate bf16 matmuls, which is
-    many times slower (lab 08 measures it). GPU profiles compute in fp16/bf16.
-    """
-    import torch
-    from transformers import BitsAndBytesConfig
-
-    compute = torch.float32 if profile.device == "cpu" else profile.torch_dtype
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=compute)
-
-
 def load_base(profile, qlora: bool, gradient_checkpointing: bool = False):
     """The profile's base model and tokenizer; for QLoRA in 4-bit NF4, prepared for k-bit training.
 
@@ -112,12 +97,15 @@ def load_base(profile, qlora: bool, gradient_checkpointing: bool = False):
     (embeddings, norms) to fp32 and, by default, turns gradient checkpointing on;
     here it follows ``gradient_checkpointing`` so LoRA and QLoRA runs compare fairly.
     """
+    import torch
     from peft import prepare_model_for_kbit_training
 
     from ftlab.profile import load_model_and_tokenizer
 
-    extra = {"quantization_config": quantization_config(profile)} if qlora else {}
-    model, tokenizer = load_model_and_tokenizer(profile, load_in_4bit=qlora, **extra)
+    # CPU: the 4-bit layers compute in fp32, not bf16. CPUs without bf16 matrix instructions
+    # (AVX-512 BF16, AMX) emulate bf16 matmuls, many times slower (lab 08 measures it).
+    compute = torch.float32 if profile.device == "cpu" else None
+    model, tokenizer = load_model_and_tokenizer(profile, load_in_4bit=qlora, compute_dtype=compute)
     if qlora:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     return model, tokenizer
@@ -372,8 +360,6 @@ def run_cell(
     QLoRA runs would then differ in more than the base weights.
     """
     import torch
-    from transformers import PrinterCallback
-    from trl import SFTTrainer
 
     from ftlab import sft
 
@@ -385,9 +371,7 @@ def run_cell(
     train = sft.prompt_completion(train_rows, template, tokenizer)
     validation = sft.prompt_completion(validation_rows, template, tokenizer)
     timer = step_timer()
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=validation,
-                         processing_class=tokenizer, callbacks=[timer])
-    trainer.remove_callback(PrinterCallback)  # the log stays in trainer.state.log_history
+    trainer = sft.sft_trainer(model, tokenizer, args, train, validation, callbacks=[timer])
     if fp32_adapters if fp32_adapters is not None else profile.device == "cpu":
         for p in model.parameters():
             if p.requires_grad:
@@ -542,48 +526,29 @@ def kb_fix_rate(answers: Sequence[str], facts: Mapping[str, dict]) -> float:
 
 
 # ---------------------------------------------------------------------------
-# Timing helpers
+# Timing and step-size helpers
 # ---------------------------------------------------------------------------
-
-
-def completion_batch(tokenizer, pairs: Sequence[Mapping]) -> dict:
-    """A right-padded training batch of prompt/completion pairs, labels on the completion only."""
-    import torch
-
-    prompts = [tokenizer(p["prompt"], add_special_tokens=False)["input_ids"] for p in pairs]
-    full = [tokenizer(p["prompt"] + p["completion"], add_special_tokens=False)["input_ids"] for p in pairs]
-    width = max(len(ids) for ids in full)
-    input_ids = torch.full((len(full), width), tokenizer.pad_token_id, dtype=torch.long)
-    labels = torch.full_like(input_ids, -100)
-    mask = torch.zeros_like(input_ids)
-    for row, (ids, prompt) in enumerate(zip(full, prompts)):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        labels[row, len(prompt) : len(ids)] = torch.tensor(ids[len(prompt) :])
-        mask[row, : len(ids)] = 1
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
 def seconds_per_step(model, batch: Mapping, steps: int = 5) -> float:
     """Median wall time of one forward and backward pass on ``batch`` (gradients discarded).
 
-    On a GPU the clock stops only after ``torch.cuda.synchronize()``: kernels
-    run asynchronously, and without it only their launch would be timed.
+    Build ``batch`` with ``ftlab.sft.completion_batch``; it is moved to the
+    model's device. Timed with ``ftlab.anatomy.median_seconds``, which waits
+    for the GPU before stopping the clock.
     """
-    import torch
+    from ftlab.anatomy import median_seconds
 
-    times = []
     batch = _on_device(model, batch)
-    cuda = batch["input_ids"].is_cuda
-    model.train()
-    for _ in range(steps):
-        start = time.perf_counter()
+
+    def step():
         model(**batch).loss.backward()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
         model.zero_grad(set_to_none=True)
+
+    model.train()
+    seconds = median_seconds(step, repeats=steps, device=str(model.device))
     model.eval()
-    return sorted(times)[len(times) // 2]
+    return seconds
 
 
 def linear4bit_seconds(compute_dtype, tokens: int = 1024, d_in: int = 256, d_out: int = 688, repeats: int = 5) -> float:
@@ -591,17 +556,14 @@ def linear4bit_seconds(compute_dtype, tokens: int = 1024, d_in: int = 256, d_out
     import bitsandbytes as bnb
     import torch
 
+    from ftlab.anatomy import median_seconds
+
     weight = torch.randn(d_out, d_in) / d_in**0.5
     layer = bnb.nn.Linear4bit(d_in, d_out, bias=False, compute_dtype=compute_dtype, quant_type="nf4")
     layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type="nf4", compress_statistics=True)
     layer = layer.to("cpu")  # quantizes the weight
     x = torch.randn(tokens, d_in, requires_grad=True)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        layer(x).float().sum().backward()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[repeats // 2]
+    return median_seconds(lambda: layer(x).float().sum().backward(), repeats=repeats)
 
 
 def one_step_logit_change(model, batch: Mapping, lr: float) -> float:

@@ -194,40 +194,17 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """Length of the shared start of two id lists: where the completion's tokens begin.
-
-    BPE may merge the last prompt characters with the first answer characters,
-    so the prompt's own token count can overshoot by one.
-    """
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
-
-
 def completion_batches(tokenizer, pairs: Sequence[dict], batch_size: int, device="cpu") -> list[dict]:
-    """Right-padded training batches from ``{"prompt", "completion"}`` pairs.
+    """Right-padded training batches from ``{"prompt", "completion"}`` pairs, on ``device``.
 
     Labels are the token ids of the completion only (prompt and padding are
     -100), so the loss is the answer's cross-entropy, as in trl's
-    ``completion_only_loss``. Each batch is a dict of (batch, tokens) tensors.
+    ``completion_only_loss`` (``ftlab.sft.completion_batch``, one batch each).
     """
-    batches = []
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        rows = [tokenizer(p["prompt"] + p["completion"], add_special_tokens=False)["input_ids"] for p in chunk]
-        starts = [_common_prefix(tokenizer(p["prompt"], add_special_tokens=False)["input_ids"], ids)
-                  for p, ids in zip(chunk, rows)]
-        width = max(len(ids) for ids in rows)
-        input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-        labels = torch.full_like(input_ids, -100)
-        mask = torch.zeros_like(input_ids)
-        for i, (ids, begin) in enumerate(zip(rows, starts)):
-            input_ids[i, : len(ids)], mask[i, : len(ids)] = torch.tensor(ids), 1
-            labels[i, begin : len(ids)] = torch.tensor(ids[begin:])
-        batches.append({"input_ids": input_ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)})
-    return batches
+    from ftlab.sft import completion_batch
+
+    return [{k: v.to(device) for k, v in completion_batch(tokenizer, pairs[start : start + batch_size]).items()}
+            for start in range(0, len(pairs), batch_size)]
 
 
 def train_causal_lm(model: nn.Module, batches: Sequence[dict], optimizer: torch.optim.Optimizer,

@@ -212,13 +212,15 @@ def get_profile(name: str) -> Profile:
     raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILE_NAMES)}")
 
 
-def load_model_and_tokenizer(profile: Profile, load_in_4bit: bool = False, **model_kwargs: Any):
+def load_model_and_tokenizer(profile: Profile, load_in_4bit: bool = False, compute_dtype=None, **model_kwargs: Any):
     """Load the profile's model and tokenizer with ``from_pretrained``.
 
     The same code serves every profile: on the CPU profile ``model_id`` is the
     local folder of the tiny model (built on first use), on GPU profiles it is
     a hub id downloaded by transformers. ``load_in_4bit`` applies the QLoRA
-    recipe: NF4 weights, double quantization, compute in the profile's dtype.
+    recipe: NF4 weights, double quantization, compute in the profile's dtype
+    (bf16 on the fp32 CPU profile, as in the seed's recipe) unless
+    ``compute_dtype`` says otherwise.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
@@ -226,7 +228,8 @@ def load_model_and_tokenizer(profile: Profile, load_in_4bit: bool = False, **mod
     source = resolve_model_path(profile)
     kwargs: dict[str, Any] = {"dtype": profile.torch_dtype}
     if load_in_4bit:
-        compute = torch.bfloat16 if profile.dtype == "float32" else profile.torch_dtype
+        default = torch.bfloat16 if profile.dtype == "float32" else profile.torch_dtype
+        compute = compute_dtype if compute_dtype is not None else default
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",

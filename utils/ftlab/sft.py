@@ -11,7 +11,9 @@ fine-tuning and PEFT adapters (labs 05 and 08).
 - ``prompt_completion(rows, template, tokenizer)``: a ``datasets.Dataset`` of
   ``{"prompt", "completion"}`` strings for trl's ``SFTTrainer``; with
   ``completion_only_loss=True`` the loss covers the completion only.
-- ``train_sft(model, tokenizer, args, train, eval_dataset)``: one trl run.
+- ``train_sft(model, tokenizer, args, train, eval_dataset)``: one trl run
+  (``sft_trainer`` builds the trainer without training it).
+- ``completion_batch``: a padded batch with labels on the completion only.
 - ``generate_answers`` / ``fact_scores``: greedy answers and the fact check.
 - ``answer_nll``: mean negative log-likelihood per answer token.
 - ``mix_at_ratio``: a training list with a given share of replay rows.
@@ -81,16 +83,13 @@ def prompt_completion(rows: Sequence[dict], template: Template | None = None, to
     return Dataset.from_list([{"prompt": p["prompt"], "completion": p["completion"]} for p in pairs])
 
 
-def train_sft(model, tokenizer, args, train_dataset, eval_dataset=None, callbacks=None, peft_config=None,
-              quiet: bool = True):
-    """Fine-tune ``model`` with trl's ``SFTTrainer``; return the trainer.
+def sft_trainer(model, tokenizer, args, train_dataset, eval_dataset=None, callbacks=None, peft_config=None,
+                quiet: bool = True):
+    """A trl ``SFTTrainer``, ready to ``.train()`` (``train_sft`` builds one and trains it).
 
-    ``args`` is an ``SFTConfig``; the log (loss, learning rate, eval_loss) is in
-    ``trainer.state.log_history``. With ``peft_config`` (a ``LoraConfig``) only
-    an adapter is trained; ``trainer.model`` is then the wrapped model, so
-    evaluate ``trainer.model`` rather than ``model``. It is left in eval mode.
     ``quiet`` drops the callback that prints every log entry when progress
-    bars are off (``disable_tqdm=True``); the log itself is kept.
+    bars are off (``disable_tqdm=True``); the log itself stays in
+    ``trainer.state.log_history``.
     """
     from transformers import PrinterCallback
     from trl import SFTTrainer
@@ -106,6 +105,20 @@ def train_sft(model, tokenizer, args, train_dataset, eval_dataset=None, callback
     )
     if quiet:
         trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def train_sft(model, tokenizer, args, train_dataset, eval_dataset=None, callbacks=None, peft_config=None,
+              quiet: bool = True):
+    """Fine-tune ``model`` with trl's ``SFTTrainer``; return the trainer.
+
+    ``args`` is an ``SFTConfig``; the log (loss, learning rate, eval_loss) is in
+    ``trainer.state.log_history``. With ``peft_config`` (a ``LoraConfig``) only
+    an adapter is trained; ``trainer.model`` is then the wrapped model, so
+    evaluate ``trainer.model`` rather than ``model``. It is left in eval mode.
+    ``quiet``: see ``sft_trainer``.
+    """
+    trainer = sft_trainer(model, tokenizer, args, train_dataset, eval_dataset, callbacks, peft_config, quiet)
     trainer.train()
     trainer.model.eval()
     return trainer
@@ -240,6 +253,28 @@ def _encode_pair(tokenizer, pair: dict) -> tuple[list[int], int]:
     return ids, start
 
 
+def completion_batch(tokenizer, pairs: Sequence[dict]) -> dict:
+    """One right-padded batch of ``{"prompt", "completion"}`` pairs as (batch, tokens) CPU tensors.
+
+    ``labels`` hold the completion's token ids only (prompt and padding are
+    -100), so a model's loss on the batch is the answer's cross-entropy, as in
+    trl's ``completion_only_loss``. The completion starts where the tokens of
+    prompt+completion stop matching the prompt's own (``_encode_pair``).
+    """
+    import torch
+
+    encoded = [_encode_pair(tokenizer, pair) for pair in pairs]
+    width = max(len(ids) for ids, _ in encoded)
+    input_ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
+    labels = torch.full_like(input_ids, -100)
+    mask = torch.zeros_like(input_ids)
+    for row, (ids, begin) in enumerate(encoded):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, begin : len(ids)] = torch.tensor(ids[begin:])
+        mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
 def answer_nll(model, tokenizer, pairs: Sequence[dict], batch_size: int = 32) -> float:
     """Mean negative log-likelihood per completion token (nats), prompts excluded.
 
@@ -250,18 +285,11 @@ def answer_nll(model, tokenizer, pairs: Sequence[dict], batch_size: int = 32) ->
 
     total, count = 0.0, 0
     for start in range(0, len(pairs), batch_size):
-        encoded = [_encode_pair(tokenizer, pair) for pair in pairs[start : start + batch_size]]
-        width = max(len(ids) for ids, _ in encoded)
-        input_ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
-        labels = torch.full_like(input_ids, -100)
-        mask = torch.zeros_like(input_ids)
-        for row, (ids, begin) in enumerate(encoded):  # right padding
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            labels[row, begin : len(ids)] = torch.tensor(ids[begin:])
-            mask[row, : len(ids)] = 1
+        batch = completion_batch(tokenizer, pairs[start : start + batch_size])
         with torch.no_grad():
-            logits = model(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device)).logits
-        logits, targets = logits[:, :-1].float().cpu(), labels[:, 1:]  # predict token t+1 from tokens <= t
+            logits = model(input_ids=batch["input_ids"].to(model.device),
+                           attention_mask=batch["attention_mask"].to(model.device)).logits
+        logits, targets = logits[:, :-1].float().cpu(), batch["labels"][:, 1:]  # predict token t+1 from tokens <= t
         nll = torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
         )
