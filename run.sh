@@ -2,6 +2,8 @@
 # One entry point for the whole course. Both commands are idempotent.
 #
 #   bash run.sh lab    # set up, build the tiny model, open JupyterLab on labs/
+#                      # (as root, e.g. in a container: adds --allow-root; FTLAB_INSTRUCTOR=1
+#                      #  shows nbgrader's instructor tools; --dry-run only prints the command)
 #   bash run.sh test   # set up, run the whole test suite (unit tests + every solution notebook)
 #
 # Set-up creates .venv, installs the CPU build of torch (torch==2.13.0), the pinned
@@ -38,10 +40,15 @@ offline_env() {
 
 case "${1:-}" in
   lab)
+    # The JupyterLab command is built in one place, ftlab/launch.py (tested in tests/test_launch.py).
+    if [ "${2:-}" = "--dry-run" ]; then  # print the command; no set-up, no model build, no server
+      [ -x "$VENV/bin/python" ] || { echo "[lab] --dry-run needs $VENV: run bash run.sh lab once" >&2; exit 2; }
+      exec "$VENV/bin/python" -m ftlab.launch lab --dry-run
+    fi
     setup
     offline_env
     "$VENV/bin/python" -m ftlab.tiny build
-    exec "$VENV/bin/python" -m jupyter lab labs/
+    exec "$VENV/bin/python" -m ftlab.launch lab
     ;;
   test)
     setup

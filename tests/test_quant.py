@@ -121,3 +121,102 @@ def test_weight_bytes_of_a_4bit_model(four_bit_model):
     # get_memory_footprint() counts the packed codes but not the quantization state
     assert four_bit_model.get_memory_footprint() < counted["total"]
     assert quant.linear4bit_nbytes(linears[0])["codes"] == math.ceil(linears[0].weight.quant_state.shape.numel() / 2)
+
+
+# --- bitsandbytes' fused 4-bit CPU kernel: the layer-size rule and the switch ---------------
+
+
+def _llama(intermediate_size: int, hidden: int = 64, heads: int = 4, kv_heads: int = 2):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=128, hidden_size=hidden, intermediate_size=intermediate_size, num_hidden_layers=1,
+                         num_attention_heads=heads, num_key_value_heads=kv_heads, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config).eval()
+
+
+def _linear4bit(out_features: int, in_features: int = 64):
+    import bitsandbytes as bnb
+
+    torch.manual_seed(0)
+    layer = bnb.nn.Linear4bit(in_features, out_features, bias=False, compute_dtype=torch.float32, quant_type="nf4")
+    layer.weight = bnb.nn.Params4bit(torch.randn(out_features, in_features) / 8, requires_grad=False,
+                                     quant_type="nf4", compress_statistics=True)
+    return layer.to("cpu")
+
+
+def test_every_layer_the_cpu_labs_quantize_fits_the_packed_path():
+    """The tiny model (labs 07 and 08) and lab 08's one-layer timing satisfy the 32-row rule."""
+    import inspect
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ftlab import experiments, tiny
+
+    c = tiny.TinyConfig()
+    config = LlamaConfig(vocab_size=64, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
+                         num_hidden_layers=1, num_attention_heads=c.num_attention_heads,
+                         num_key_value_heads=c.num_key_value_heads)
+    assert quant.packed_cpu_violations(LlamaForCausalLM(config)) == []
+    d_out = inspect.signature(experiments.linear4bit_seconds).parameters["d_out"].default
+    assert d_out % quant.PACKED_CPU_BLOCK_N == 0
+
+
+def test_rule_names_the_layer_its_size_and_the_rule():
+    model = _llama(intermediate_size=88)  # 88 = 2.75 x 32, like the old tiny model's 688
+    bad = quant.packed_cpu_violations(model)
+    assert [name.rsplit(".", 1)[-1] for name, _ in bad] == ["gate_proj", "up_proj"] and {s for _, s in bad} == {88}
+    with pytest.raises(ValueError, match=r"gate_proj.*out_features=88.*multiple of 32"):
+        quant.check_packed_cpu_rule(model)
+    quant.check_packed_cpu_rule(_llama(intermediate_size=96))  # 3 x 32: fine
+
+
+def test_rule_is_bitsandbytes_own_constraint():
+    """Our rule accepts exactly the sizes bitsandbytes' repacking accepts (runs on any CPU)."""
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu
+
+    for out_features in (88, 96):
+        layer = _linear4bit(out_features)
+        ours = out_features % quant.PACKED_CPU_BLOCK_N == 0
+        try:
+            _convert_weight_packed_for_cpu(layer.weight.data, layer.weight.quant_state)
+            theirs = True
+        except AssertionError:
+            theirs = False
+        assert ours == theirs, out_features
+
+
+@pytest.mark.skipif(not quant.cpu_has_fused_4bit(), reason="this CPU has no AVX-512 BF16: bitsandbytes never repacks")
+def test_fused_path_on_this_cpu():
+    """Forced on: right answer in bf16 precision, and a clear error for a bad size; off: nothing repacked."""
+    import bitsandbytes as bnb
+
+    x = torch.randn(8, 64)
+    fused, plain = _linear4bit(96), _linear4bit(96)
+    fused.support_avx512bf16_for_cpu, plain.support_avx512bf16_for_cpu = True, False
+    with torch.no_grad():
+        y_fused, y_plain = fused.eval()(x).float(), plain.eval()(x).float()
+    assert fused.weight.quant_state.packing_format_for_cpu and not getattr(plain.weight.quant_state, "packing_format_for_cpu", False)
+    assert ((y_fused - y_plain).norm() / y_plain.norm()).item() < 0.02  # bf16 compute
+    model = torch.nn.Sequential(_linear4bit(88))
+    assert isinstance(model[0], bnb.nn.Linear4bit)
+    with pytest.raises(ValueError, match="out_features=88"):
+        quant.set_fused_cpu_kernel(model, True)
+    # switching off restores the standard layout of an already repacked layer; training works again
+    quant.set_fused_cpu_kernel(torch.nn.Sequential(fused), False)
+    assert not fused.weight.quant_state.packing_format_for_cpu
+    x_grad = x.clone().requires_grad_(True)
+    fused.train()(x_grad).sum().backward()
+    assert x_grad.grad is not None and x_grad.grad.abs().sum() > 0
+
+
+def test_course_loader_turns_the_fused_path_off(monkeypatch):
+    """Every CPU computes the same way: no Linear4bit of a loaded model may take the fused path."""
+    model = torch.nn.Sequential(_linear4bit(96), _linear4bit(64))
+    for layer in model:
+        layer.support_avx512bf16_for_cpu = True
+    assert quant.set_fused_cpu_kernel(model, False) == 2
+    assert not any(layer.support_avx512bf16_for_cpu for layer in model)
+    monkeypatch.setattr(quant, "cpu_has_fused_4bit", lambda: False)
+    quant.set_fused_cpu_kernel(model, True)  # asked for, but the CPU lacks it: stays off
+    assert not any(layer.support_avx512bf16_for_cpu for layer in model)

@@ -19,6 +19,7 @@ Modules (import what you need; nothing heavy is imported here):
 - ``ftlab.lora``       a LoRA layer by hand, merging (lab 06)
 - ``ftlab.quant``      absmax, block-wise and NF4 quantization (lab 07)
 - ``ftlab.experiments`` the LoRA/QLoRA experiment grid (lab 08)
+- ``ftlab.stats``      paired significance tests: is A better than B? (labs 08, 11, grading)
 """
 
 __version__ = "0.1.0"

@@ -551,7 +551,7 @@ def seconds_per_step(model, batch: Mapping, steps: int = 5) -> float:
     return seconds
 
 
-def linear4bit_seconds(compute_dtype, tokens: int = 1024, d_in: int = 256, d_out: int = 688, repeats: int = 5) -> float:
+def linear4bit_seconds(compute_dtype, tokens: int = 1024, d_in: int = 256, d_out: int = 704, repeats: int = 5) -> float:
     """Median time of a forward+backward pass through one NF4 ``Linear4bit`` layer computing in ``compute_dtype``."""
     import bitsandbytes as bnb
     import torch

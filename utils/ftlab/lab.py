@@ -12,6 +12,7 @@ shoulder) sees at once which machine profile is active and why.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import sys
@@ -76,6 +77,10 @@ def quiet_libraries() -> None:
     except ImportError:
         pass
     warnings.filterwarnings("ignore", message=".*kernels.*")
+    # On CPUs with AVX-512 BF16, importing bitsandbytes logs (to stderr) that the optional
+    # `kernels` package could fetch a faster gemm kernel from the Hugging Face hub. The course
+    # runs offline without it; bitsandbytes falls back to its built-in kernel (lab 07).
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     # transformers 5.23 renames the argument to activation_checkpointing; the labs keep the old
     # name, which still works (tests/test_api_drift.py fails the day it stops working).
     warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.*` is deprecated.*", category=FutureWarning)

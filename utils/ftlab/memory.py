@@ -870,20 +870,23 @@ def measure_saved_activation_bytes(model, autocast_dtype=None, **inputs) -> int:
     """
     import torch
 
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     seen: dict[int, int] = {}
+    held = []  # keep every saved storage alive until the end, so no address is reused and miscounted
 
     def pack(tensor):
         storage = tensor.untyped_storage()
-        if storage.data_ptr() not in params:
-            seen[storage.data_ptr()] = storage.nbytes()
+        seen[storage.data_ptr()] = storage.nbytes()
+        held.append(storage)
         return tensor
 
     device = next(model.parameters()).device.type
     autocast = torch.autocast(device, dtype=autocast_dtype, enabled=autocast_dtype is not None)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), autocast:
         model(**inputs)
-    return sum(seen.values())
+    # parameters are looked up after the forward: a layer may swap a parameter's storage during it
+    # (bitsandbytes), and a freed address can come back as an activation's
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    return sum(nbytes for ptr, nbytes in seen.items() if ptr not in params)
 
 
 class LiveTensorTracker:

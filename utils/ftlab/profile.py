@@ -212,7 +212,9 @@ def get_profile(name: str) -> Profile:
     raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILE_NAMES)}")
 
 
-def load_model_and_tokenizer(profile: Profile, load_in_4bit: bool = False, compute_dtype=None, **model_kwargs: Any):
+def load_model_and_tokenizer(
+    profile: Profile, load_in_4bit: bool = False, compute_dtype=None, fused_cpu_kernel: bool = False, **model_kwargs: Any
+):
     """Load the profile's model and tokenizer with ``from_pretrained``.
 
     The same code serves every profile: on the CPU profile ``model_id`` is the
@@ -221,6 +223,11 @@ def load_model_and_tokenizer(profile: Profile, load_in_4bit: bool = False, compu
     recipe: NF4 weights, double quantization, compute in the profile's dtype
     (bf16 on the fp32 CPU profile, as in the seed's recipe) unless
     ``compute_dtype`` says otherwise.
+
+    On the CPU, bitsandbytes' fused 4-bit kernel (CPUs with AVX-512 BF16) stays
+    off unless ``fused_cpu_kernel=True``: with it, eval-mode forwards compute in
+    bf16 on some CPUs and in ``compute_dtype`` on others, so stored outputs would
+    differ between machines (``ftlab.quant.set_fused_cpu_kernel``; lab 07 measures it).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
@@ -242,6 +249,10 @@ def load_model_and_tokenizer(profile: Profile, load_in_4bit: bool = False, compu
     kwargs.update(model_kwargs)
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    if load_in_4bit and profile.device == "cpu":
+        from ftlab.quant import set_fused_cpu_kernel
+
+        set_fused_cpu_kernel(model, fused_cpu_kernel)
     return model, tokenizer
 
 

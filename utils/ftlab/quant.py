@@ -9,7 +9,9 @@ QLoRA paper (Dettmers et al. 2023, arXiv:2305.14314, section 3):
   integer levels or a code book such as ``nf4_codebook()``;
 - ``double_quantize``: the block absmax values quantized again (8 bits, blocks of 256);
 - ``bits_per_param``: storage cost of all that, e.g. 4.5 and 4.127 bits;
-- ``weight_bytes``: bytes a loaded model really holds, bitsandbytes 4-bit layers included.
+- ``weight_bytes``: bytes a loaded model really holds, bitsandbytes 4-bit layers included;
+- ``set_fused_cpu_kernel`` / ``check_packed_cpu_rule``: bitsandbytes' fused 4-bit CPU
+  kernel (AVX-512 BF16 CPUs), off by default in the course, and the layer-size rule it needs.
 """
 
 from __future__ import annotations
@@ -205,3 +207,76 @@ def weight_bytes(model) -> dict[str, int]:
             seen.add(id(tensor))
             other += tensor_nbytes(tensor)
     return {"quantized": quantized, "quantized_params": quantized_params, "other": other, "total": quantized + other}
+
+
+# ---------------------------------------------------------------------------
+# bitsandbytes' fused 4-bit CPU kernel (CPUs with AVX-512 BF16 / AMX)
+# ---------------------------------------------------------------------------
+
+# On a CPU with AVX-512 BF16, bitsandbytes 0.50 repacks a Linear4bit's weight for a
+# fused bf16 kernel the first time the layer runs in eval mode without gradients
+# (``functional._convert_weight_packed_for_cpu``). The repacking tiles the output
+# dimension in blocks of 32 rows and asserts ``N % block_n == 0``.
+PACKED_CPU_BLOCK_N = 32
+
+
+def cpu_has_fused_4bit() -> bool:
+    """True when bitsandbytes detects AVX-512 BF16 here and may take its fused CPU path."""
+    from bitsandbytes.functional import has_avx512bf16
+
+    return bool(has_avx512bf16())
+
+
+def packed_cpu_violations(model, block_n: int = PACKED_CPU_BLOCK_N) -> list[tuple[str, int]]:
+    """``(layer name, out_features)`` of every layer the fused CPU path cannot repack.
+
+    Checks the ``Linear4bit`` layers of a quantized model and, for a model in full
+    precision, every ``nn.Linear`` except ``lm_head`` (what ``load_in_4bit`` would
+    quantize). The rule: the output size is a multiple of ``block_n`` (32).
+    """
+    import bitsandbytes as bnb
+
+    quantized = [(n, m) for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
+    if not quantized:  # a full-precision model: the layers from_pretrained(load_in_4bit=True) would replace
+        quantized = [(n, m) for n, m in model.named_modules()
+                     if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head")]
+    return [(name, module.out_features) for name, module in quantized if module.out_features % block_n]
+
+
+def check_packed_cpu_rule(model, block_n: int = PACKED_CPU_BLOCK_N) -> None:
+    """Raise a ``ValueError`` naming the first layer whose size breaks the fused CPU path's rule."""
+    bad = packed_cpu_violations(model, block_n)
+    if bad:
+        name, size = bad[0]
+        more = f" (and {len(bad) - 1} more layers)" if len(bad) > 1 else ""
+        raise ValueError(
+            f"layer {name!r} has out_features={size}, not a multiple of {block_n}{more}: bitsandbytes' fused "
+            f"4-bit CPU kernel (used on CPUs with AVX-512 BF16) repacks weights in blocks of {block_n} output rows. "
+            f"Round intermediate_size / head sizes up to a multiple of {block_n}, or load with fused_cpu_kernel=False."
+        )
+
+
+def set_fused_cpu_kernel(model, enabled: bool) -> int:
+    """Turn bitsandbytes' fused 4-bit CPU kernel on or off for every ``Linear4bit``; return the layer count.
+
+    Off (the course default): every CPU computes the same way, dequantize then
+    matmul in ``bnb_4bit_compute_dtype``, so numbers agree across machines and
+    gradients always flow. On: where the CPU supports it (``cpu_has_fused_4bit``),
+    eval-mode no-grad forwards run the fused bf16 kernel; the layer sizes are
+    checked first so a bad size fails here, with its name, not deep in bitsandbytes.
+    """
+    import bitsandbytes as bnb
+
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    use = enabled and cpu_has_fused_4bit()
+    if use:
+        check_packed_cpu_rule(model)
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = use
+        if not use and getattr(layer.weight.quant_state, "packing_format_for_cpu", False):
+            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+            # already repacked by an earlier eval pass: restore the standard layout
+            layer.weight.data, layer.weight.quant_state = _convert_weight_packed_for_cpu_inverse(
+                layer.weight.data, layer.weight.quant_state)
+    return len(layers)

@@ -59,7 +59,7 @@ class TinyConfig:
 
     vocab_size: int = 4096  # BPE vocabulary, special tokens included
     hidden_size: int = 256  # embedding width (d_model)
-    intermediate_size: int = 688  # SwiGLU width: about 8/3 * hidden, as in Llama
+    intermediate_size: int = 704  # SwiGLU width: about 8/3 * hidden (682.7), rounded up to a multiple of 32 (see below)
     num_hidden_layers: int = 4  # decoder blocks
     num_attention_heads: int = 8  # query heads (head_dim = 32)
     num_key_value_heads: int = 4  # GQA: two query heads share one key/value head
