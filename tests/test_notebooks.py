@@ -1,5 +1,7 @@
 """The solutions -> labs pipeline."""
 
+import re
+
 import nbformat
 import pytest
 
@@ -92,3 +94,67 @@ def test_every_solution_has_exercises_with_visible_checks():
             nxt = next(c for c in cells[i + 1 :] if c.cell_type == "code")
             assert nxt.source.lstrip().startswith('"""'), f"{path.name}: check after cell {i + 1} lacks a docstring"
             assert "assert" in nxt.source.split("### BEGIN HIDDEN TESTS")[0], f"{path.name}: no visible assert"
+
+
+# --- stored outputs: current, and free of machine paths -------------------------------------
+
+
+def test_ftlab_imports_follow_the_package_transitively():
+    found = notebooks.ftlab_imports("from ftlab import quant, sft\nimport ftlab.lab\n%matplotlib inline\nfrom ftlab.x import y")
+    assert found == {"quant", "sft", "lab"}  # ftlab.x does not exist
+    closure = notebooks.module_closure({"lab"})
+    assert {"lab", "profile", "paths", "tracking", "__init__"} <= closure and "curation" not in closure
+    assert notebooks.module_closure({"paths"}) == {"paths", "__init__"}
+
+
+def test_stale_check_fails_on_a_deliberately_stale_notebook(tmp_path, monkeypatch):
+    """Outputs stored before a change to an imported ftlab module (or to the data) are reported."""
+    import shutil
+
+    package = tmp_path / "ftlab"
+    shutil.copytree(notebooks.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(notebooks, "PACKAGE_DIR", package)
+    sol = tmp_path / "solutions"
+    sol.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("from ftlab import quant\nprint(quant.int_qmax(8))")]
+    nb.metadata["ftlab"] = {"inputs": notebooks.input_fingerprint(nb)}
+    nbformat.write(nb, sol / "99_test.ipynb")
+    assert notebooks.stale_outputs(sol) == []
+    (package / "quant.py").write_text((package / "quant.py").read_text() + "\n# changed\n")
+    problems = notebooks.stale_outputs(sol)
+    assert len(problems) == 1 and "utils/ftlab/quant.py" in problems[0] and "99_test" in problems[0]
+    (package / "sft.py").write_text((package / "sft.py").read_text() + "\n# not imported by the notebook\n")
+    assert "sft.py" not in notebooks.stale_outputs(sol)[0]
+    del nb.metadata["ftlab"]
+    nbformat.write(nb, sol / "99_test.ipynb")
+    assert "no input fingerprint" in notebooks.stale_outputs(sol)[0]
+
+
+def test_repository_solutions_outputs_are_current():
+    """Every solution was executed against the current ftlab code, data and tiny-model recipe."""
+    assert notebooks.stale_outputs() == []
+
+
+ABSOLUTE_PATH = re.compile(r"(?:^|[\s'\"(=])/(?:[\w.-]+/){2,}|site-packages|[A-Z]:\\\\Users")
+
+
+def stored_output_texts(path):
+    for index, cell in enumerate(nbformat.read(path, as_version=4).cells, start=1):
+        for output in cell.get("outputs", []):
+            text = output.get("text", "") + "".join(output.get("data", {}).get("text/plain", ""))
+            text += "".join(output.get("data", {}).get("text/markdown", "")) + "".join(output.get("traceback", []))
+            yield index, text
+
+
+def test_no_stored_output_contains_an_absolute_path():
+    """Reference outputs print names relative to the repo or cache, never this machine's paths."""
+    leaks = [f"{path.name} cell {i}: {ABSOLUTE_PATH.search(t).group(0)!r}"
+             for path in notebooks.solution_paths() for i, t in stored_output_texts(path) if ABSOLUTE_PATH.search(t)]
+    assert leaks == []
+
+
+def test_absolute_path_pattern_catches_leaks():
+    assert ABSOLUTE_PATH.search("merged into /work/main/.cache/ftlab/runs/08/merged")
+    assert ABSOLUTE_PATH.search("  /home/me/.venv/lib/python3.11/site-packages/peft/x.py:3: UserWarning")
+    assert not ABSOLUTE_PATH.search("reloaded from merged/: files ['config.json'] and 3/4 tokens, 2/2 s")

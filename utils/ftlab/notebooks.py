@@ -3,8 +3,9 @@
 Commands::
 
     python -m ftlab.notebooks build              # write labs/ from solutions/
-    python -m ftlab.notebooks check              # fail if labs/ is stale or hand-edited
+    python -m ftlab.notebooks check              # fail if labs/ is stale or hand-edited, or outputs are old
     python -m ftlab.notebooks execute [NB ...]   # re-run solutions in place (stored reference outputs)
+    python -m ftlab.notebooks stale              # list solutions whose outputs predate their inputs
 
 The conversion uses nbgrader's own preprocessors (without its database):
 
@@ -12,12 +13,20 @@ The conversion uses nbgrader's own preprocessors (without its database):
   that raises ``NotImplementedError``; in Markdown it becomes "YOUR ANSWER HERE";
 - ``### BEGIN HIDDEN TESTS`` ... ``### END HIDDEN TESTS`` blocks are removed;
 - outputs and execution counts are cleared.
+
+Stored outputs must come from the current code. ``execute`` writes an input
+fingerprint into the notebook's metadata: a hash of every ``ftlab`` module the
+notebook imports (directly or through other ``ftlab`` modules), of the shipped
+data, and of the tiny model's build recipe. ``stale`` (and ``check``) compares
+it with the files as they are now and names what changed.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
+import hashlib
 import os
 import sys
 import time
@@ -26,7 +35,7 @@ from typing import Sequence
 
 import nbformat
 
-from ftlab.paths import LABS_DIR, SOLUTIONS_DIR
+from ftlab.paths import DATA_DIR, LABS_DIR, SOLUTIONS_DIR
 
 MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION", "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
@@ -50,6 +59,7 @@ def student_version(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
         for key in VOLATILE_CELL_METADATA:
             cell.metadata.pop(key, None)
     nb.metadata.pop("widgets", None)
+    nb.metadata.pop("ftlab", None)  # the input fingerprint belongs to the executed solution
     return nb
 
 
@@ -108,6 +118,94 @@ def check(solutions_dir: Path = SOLUTIONS_DIR, labs_dir: Path = LABS_DIR) -> lis
     return problems
 
 
+# ---------------------------------------------------------------------------
+# Input fingerprints: are the stored outputs older than the code and data?
+# ---------------------------------------------------------------------------
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _code(source: str) -> str:
+    """Cell source without IPython magics and shell escapes, so ``ast`` can parse it."""
+    return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+
+
+def ftlab_imports(source: str) -> set[str]:
+    """Names of the ``ftlab`` modules a piece of Python code imports (``{"sft", "lab"}``)."""
+    try:
+        tree = ast.parse(_code(source))
+    except SyntaxError:
+        return set()
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("ftlab.")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "ftlab":
+                found |= {a.name for a in node.names}
+            elif node.module.startswith("ftlab."):
+                found.add(node.module.split(".")[1])
+    return {name for name in found if (PACKAGE_DIR / f"{name}.py").exists()}
+
+
+def module_closure(names: set[str], package_dir: Path = PACKAGE_DIR) -> set[str]:
+    """``names`` and every ``ftlab`` module they import, transitively (function-level imports too)."""
+    todo, done = list(names), set()
+    while todo:
+        name = todo.pop()
+        if name in done or not (package_dir / f"{name}.py").exists():
+            continue
+        done.add(name)
+        todo += ftlab_imports((package_dir / f"{name}.py").read_text(encoding="utf-8"))
+    return done | {"__init__"}
+
+
+def _digest(paths, base: Path) -> str:
+    """Hash of the files' names (relative to ``base``, so equal on every machine) and bytes."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.relative_to(base).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def input_fingerprint(notebook: nbformat.NotebookNode) -> dict[str, str]:
+    """``{input: hash}`` for what the notebook's outputs depend on: its ftlab modules, data, tiny model."""
+    from ftlab import tiny
+
+    source = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
+    modules = module_closure(ftlab_imports(source))
+    inputs = {f"utils/ftlab/{m}.py": _digest([PACKAGE_DIR / f"{m}.py"], PACKAGE_DIR) for m in sorted(modules)}
+    data_files = [p for p in DATA_DIR.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    inputs["data/"] = _digest(data_files, DATA_DIR)
+    inputs["tiny model recipe"] = tiny.fingerprint(tiny.TinyConfig(), tiny.corpus_files())
+    return inputs
+
+
+def stale_inputs(path: Path) -> list[str]:
+    """What changed since ``path`` was executed (empty when its outputs are current)."""
+    nb = nbformat.read(path, as_version=4)
+    stored = nb.metadata.get("ftlab", {}).get("inputs")
+    if stored is None:
+        return ["no input fingerprint (executed before fingerprints existed)"]
+    current = input_fingerprint(nb)
+    changed = [name for name in current if stored.get(name) != current[name]]
+    return changed + [f"{name} (no longer imported)" for name in stored if name not in current]
+
+
+def stale_outputs(solutions_dir: Path = SOLUTIONS_DIR) -> list[str]:
+    """One message per solution notebook whose stored outputs predate a change to its inputs."""
+    problems = []
+    for path in solution_paths(solutions_dir):
+        changed = stale_inputs(path)
+        if changed:
+            problems.append(
+                f"solutions/{path.name}: outputs predate a change to {', '.join(changed)}; "
+                f"re-run `python -m ftlab.notebooks execute solutions/{path.name}`"
+            )
+    return problems
+
+
 def execute(path: Path, timeout: int = 900) -> float:
     """Run a solution notebook top to bottom and store its outputs; return seconds."""
     from nbclient import NotebookClient
@@ -129,6 +227,7 @@ def execute(path: Path, timeout: int = 900) -> float:
     for cell in nb.cells:
         for key in VOLATILE_CELL_METADATA:
             cell.metadata.pop(key, None)
+    nb.metadata["ftlab"] = {"inputs": input_fingerprint(nb)}
     nbformat.write(nb, path)
     return time.perf_counter() - started
 
@@ -137,7 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ftlab.notebooks", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("build", help="write labs/ from solutions/")
-    sub.add_parser("check", help="exit 1 if labs/ differs from what build would write")
+    sub.add_parser("check", help="exit 1 if labs/ differs from what build would write or outputs are stale")
+    sub.add_parser("stale", help="list solution notebooks whose outputs predate their code or data")
     p_exec = sub.add_parser("execute", help="execute solution notebooks in place")
     p_exec.add_argument("notebooks", nargs="*", type=Path, help="default: every solution notebook")
     args = parser.parse_args(argv)
@@ -146,8 +246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         written = build()
         print(f"labs/: {len(written)} notebook(s) written, {len(solution_paths()) - len(written)} unchanged")
         return 0
+    if args.command == "stale":
+        problems = stale_outputs()
+        print("\n".join(problems) if problems else "every solution's outputs are current")
+        return 1 if problems else 0
     if args.command == "check":
-        problems = check()
+        problems = check() + stale_outputs()
         for problem in problems:
             print(problem, file=sys.stderr)
         if problems:
