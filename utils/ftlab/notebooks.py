@@ -130,33 +130,46 @@ def _code(source: str) -> str:
     return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
 
 
-def ftlab_imports(source: str) -> set[str]:
-    """Names of the ``ftlab`` modules a piece of Python code imports (``{"sft", "lab"}``)."""
+def _module_file(parts: list[str], package_dir: Path) -> str | None:
+    """``"quant"`` or ``"checks/lab01"`` when ``ftlab.<parts>`` is a module file, or the package's ``__init__``."""
+    name = "/".join(parts)
+    if (package_dir / f"{name}.py").exists():
+        return name
+    if (package_dir / name / "__init__.py").exists():
+        return f"{name}/__init__"
+    return None
+
+
+def ftlab_imports(source: str, package_dir: Path | None = None) -> set[str]:
+    """The ``ftlab`` modules a piece of Python code imports, as paths: ``{"sft", "lab", "checks/lab01"}``."""
+    package_dir = package_dir or PACKAGE_DIR
     try:
         tree = ast.parse(_code(source))
     except SyntaxError:
         return set()
-    found: set[str] = set()
+    candidates: list[list[str]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("ftlab.")}
+            candidates += [a.name.split(".")[1:] for a in node.names if a.name.startswith("ftlab.")]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == "ftlab":
-                found |= {a.name for a in node.names}
-            elif node.module.startswith("ftlab."):
-                found.add(node.module.split(".")[1])
-    return {name for name in found if (PACKAGE_DIR / f"{name}.py").exists()}
+            if node.module == "ftlab" or node.module.startswith("ftlab."):
+                base = node.module.split(".")[1:]
+                for alias in node.names:  # `from ftlab.checks import lab01` names a module; `import y` a function
+                    candidates.append(base + [alias.name] if _module_file(base + [alias.name], package_dir) else base)
+    found = {_module_file(parts, package_dir) for parts in candidates if parts}
+    return {name for name in found if name}
 
 
-def module_closure(names: set[str], package_dir: Path = PACKAGE_DIR) -> set[str]:
+def module_closure(names: set[str], package_dir: Path | None = None) -> set[str]:
     """``names`` and every ``ftlab`` module they import, transitively (function-level imports too)."""
+    package_dir = package_dir or PACKAGE_DIR
     todo, done = list(names), set()
     while todo:
         name = todo.pop()
         if name in done or not (package_dir / f"{name}.py").exists():
             continue
         done.add(name)
-        todo += ftlab_imports((package_dir / f"{name}.py").read_text(encoding="utf-8"))
+        todo += ftlab_imports((package_dir / f"{name}.py").read_text(encoding="utf-8"), package_dir)
     return done | {"__init__"}
 
 
