@@ -167,3 +167,89 @@ def test_sft_arguments_exist():
                                   logging_steps=1, use_cpu=True)
     assert args.completion_only_loss and args.report_to in ("none", [], ["none"])
     assert args.lr_scheduler_type == "cosine" and args.max_length == 32
+
+
+# --- lab 08 rework: trainable embeddings, MLP-only and full-FT cells, subsets, seeds, paired data ----
+
+
+def test_cell_names_and_configs_for_the_new_cells():
+    grid = experiments.seed_grid(embeddings=True)
+    assert [c.name for c in grid][:2] == ["A r8 qv LoRA+emb", "A r8 all LoRA+emb"]
+    assert all(c.modules_to_save == ["embed_tokens", "lm_head"] for c in grid)
+    assert experiments.lora_config(grid[0]).modules_to_save == {"embed_tokens", "lm_head"} or \
+        set(experiments.lora_config(grid[0]).modules_to_save) == {"embed_tokens", "lm_head"}
+    mlp = experiments.Cell("B", 32, 64, experiments.MLP, False)
+    assert mlp.name == "B r32 mlp LoRA" and mlp.target_modules == ["gate_proj", "up_proj", "down_proj"]
+    assert experiments.Cell("A", 8, 64, experiments.ALL_LINEAR, False).name == "A r8 a64 all LoRA"
+    assert experiments.FULL_FT.name == "full FT" and experiments.FULL_FT.method == "full"
+    assert experiments.lora_config(experiments.seed_grid()[0]).modules_to_save is None
+
+
+def test_fact_subset_is_seeded_and_keeps_whole_facts():
+    rows = [{"id": f"{f}-{k}", "fact_id": f} for f in ("F1", "F2", "F3", "F4") for k in range(3)]
+    held = [{"id": f"{f}-t", "fact_id": f} for f in ("F4", "F3", "F2", "F1")]
+    train, out, ids = experiments.fact_subset(rows, held, 2, seed=0)
+    assert (train, out, ids) == experiments.fact_subset(rows, held, 2, seed=0)
+    assert len(ids) == 2 and {r["fact_id"] for r in train} == set(ids) and len(train) == 6
+    assert [r["fact_id"] for r in out] == [f for f in ("F4", "F3", "F2", "F1") if f in ids]  # original order
+    assert experiments.fact_subset(rows, held, 2, seed=1)[2] != ids or experiments.fact_subset(rows, held, 2, seed=2)[2] != ids
+    with pytest.raises(ValueError, match="n_facts"):
+        experiments.fact_subset(rows, held, 5)
+
+
+def test_run_cell_with_embeddings_seeds_and_paired_outputs(profile, tmp_path):
+    """QLoRA + trainable embeddings: parameter count, memory vs the estimator, per-question data, seeds."""
+    from ftlab import sft
+
+    cell = experiments.Cell("A", 8, 16, "all-linear", True, embeddings=True)
+    kwargs = profile.training_kwargs(max_steps=4, per_device_train_batch_size=4, logging_steps=2, eval_strategy="no",
+                                     learning_rate=1e-3, max_length=48)
+    result = experiments.run_cell(cell, profile, ROWS, [], ROWS[:2], kwargs, tmp_path, max_new_tokens=4, seed=3,
+                                  accuracy_steps=(2,), probe_pairs=[{"prompt": "안녕", "completion": "하세요"}])
+    spec = memory.load_model_spec(str(profile.model_id))
+    lora = memory.count_lora_parameters(spec, 8, "all-linear")
+    assert spec.tie_word_embeddings and result.trainable_params == lora + spec.vocab_size * spec.hidden_size  # one tied copy
+    e = memory.estimate_training_memory(spec, "qlora", lora_r=8, lora_targets="all-linear", precision="fp32",
+                                        modules_to_save=("embed_tokens", "lm_head"))
+    assert e.trainable_params == result.trainable_params
+    assert result.memory["base_weights"] + result.memory["adapter"] == e.weights_bytes
+    assert len(result.correct) == len(result.nll) == 2 and set(result.accuracy_at) == {2}
+    assert result.val_loss["step"] == [4] and result.seed == 3 and result.probe_nll > 0
+    assert result.adapter_dir.name == "adapter" and "seed3" in result.adapter_dir.parent.name
+    again = experiments.run_cell(cell, profile, ROWS, [], ROWS[:2], kwargs, tmp_path / "again", max_new_tokens=4, seed=3)
+    other = experiments.run_cell(cell, profile, ROWS, [], ROWS[:2], kwargs, tmp_path / "other", max_new_tokens=4, seed=4)
+    assert again.train_loss == result.train_loss and other.train_loss != result.train_loss
+
+
+def test_run_cell_full_fine_tuning(profile, tmp_path):
+    kwargs = profile.training_kwargs(max_steps=2, per_device_train_batch_size=4, logging_steps=1, eval_strategy="no",
+                                     learning_rate=1e-3, max_length=48)
+    result = experiments.run_cell(experiments.FULL_FT, profile, ROWS, [], ROWS[:2], kwargs, tmp_path, max_new_tokens=4)
+    assert result.trainable_params == result.total_params and result.adapter_dir is None
+    assert result.row()["method"] == "full"
+
+
+def test_modules_to_save_in_the_estimator():
+    spec = memory.load_model_spec("qwen2.5-7b")
+    plain = memory.estimate_training_memory(spec, "lora", lora_r=8)
+    both = memory.estimate_training_memory(spec, "lora", lora_r=8, modules_to_save=("embed_tokens", "lm_head"))
+    copies = 1 if spec.tie_word_embeddings else 2
+    assert both.trainable_params - plain.trainable_params == copies * spec.vocab_size * spec.hidden_size
+    tied = memory.estimate_training_memory(memory.load_model_spec("qwen2.5-1.5b"), "lora", modules_to_save=("embed_tokens", "lm_head"))
+    assert memory.load_model_spec("qwen2.5-1.5b").tie_word_embeddings and tied.trainable_params > 0
+    assert both.peak_bytes > plain.peak_bytes
+    with pytest.raises(ValueError, match="modules_to_save"):
+        memory.estimate_training_memory(spec, "lora", modules_to_save=("norm",))
+
+
+def test_answer_nll_per_example_averages_to_answer_nll(profile):
+    from ftlab import sft
+    from ftlab.profile import load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer(profile)
+    pairs = sft.to_pairs(ROWS[:3], "chat", tok)
+    per = sft.answer_nll_per_example(model, tok, pairs)
+    sums = sft.answer_nll_sums(model, tok, pairs)
+    assert len(per) == 3 and all(x > 0 for x in per)
+    assert sft.answer_nll(model, tok, pairs) == pytest.approx(sum(s for s, _ in sums) / sum(c for _, c in sums))
+    assert per[0] == pytest.approx(sums[0][0] / sums[0][1])

@@ -8,6 +8,9 @@ from torch import nn
 
 from ftlab import lora
 
+# peft reads the deprecated `is_gradient_checkpointing` property of transformers 5.23 models.
+pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
+
 TARGETS = ["q_proj", "v_proj"]
 
 
@@ -50,7 +53,7 @@ def test_scaling_and_count_formula():
     assert lora.lora_scaling(16, 8) == 2.0
     assert lora.lora_scaling(16, 64, rslora=True) == 2.0
     assert lora.lora_param_count(4096, 4096, 8) == 65_536
-    # Llama-2-7B, r=8 on q_proj and v_proj of 32 layers: the 4,194,304 in the PEFT docs and seed 000
+    # Llama-2-7B, r=8 on q_proj and v_proj of 32 layers: the 4,194,304 in the PEFT docs
     assert 32 * 2 * lora.lora_param_count(4096, 4096, 8) == 4_194_304
     with pytest.raises(ValueError):
         lora.lora_scaling(16, 0)
@@ -160,3 +163,28 @@ def test_assert_logits_close():
     assert lora.assert_logits_close(a + 0.01, a, tight=False) == pytest.approx(0.01, abs=1e-5)
     with pytest.raises(AssertionError):
         lora.assert_logits_close(a + 0.1, a)
+
+
+def test_reference_layer_matches_peft_layer():
+    """The course's LoRALinear passes the lab 06 exercise check (peft's lora.Linear, train and eval, merge)."""
+    from ftlab.checks import lab06
+
+    lab06.check_lora_linear(lora.LoRALinear)
+
+
+def test_merge_unmerge_round_trip_and_merged_linear():
+    torch.manual_seed(0)
+    base = nn.Linear(12, 10)
+    w0 = base.weight.detach().clone()
+    layer = lora.LoRALinear(base, r=2, alpha=4)
+    nn.init.normal_(layer.lora_B)
+    x = torch.randn(4, 12)
+    with torch.no_grad():
+        before = layer(x)
+        plain = lora.merged_linear(layer)(x)
+        layer.merge()
+        layer.merge()  # a second merge is a no-op
+        torch.testing.assert_close(layer(x), before)
+        torch.testing.assert_close(lora.merged_linear(layer)(x), plain)  # no double update
+        layer.unmerge()
+    torch.testing.assert_close(layer.base.weight, w0)

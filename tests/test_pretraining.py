@@ -68,6 +68,24 @@ def test_windows_and_mean_loss_match_the_model(tokenizer, model):
         pretraining.make_windows(stream[:5], 16)
 
 
+def test_pretrain_evaluation_hook_leaves_training_unchanged(tokenizer):
+    from transformers import LlamaForCausalLM
+
+    stream = pretraining.token_stream([("text", s) for s in SENTENCES], tokenizer)
+    held = pretraining.make_windows(stream, 16, limit=4)
+    logs, weights = [], []
+    for hook in (False, True):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(tiny.build_llama_config(SMALL, tokenizer))
+        monitor = pretraining.HeldOutMonitor(model, held, every=5)
+        evaluate = monitor.evaluate if hook else None
+        logs.append(tiny.pretrain(model, stream, SMALL, log_every=3, evaluate=evaluate, eval_every=5, device="cpu"))
+        weights.append(model.lm_head.weight.detach().clone())
+    assert logs[0] == logs[1] and torch.equal(weights[0], weights[1])  # the hook does not change training
+    assert [p["step"] for p in monitor.log] == [0, 5, 10, 12]
+    assert monitor.log[-1]["loss"] < monitor.log[0]["loss"]
+
+
 def test_held_out_monitor_records_during_pretrain(tokenizer, model):
     stream = pretraining.token_stream([("text", s) for s in SENTENCES], tokenizer)
     held = pretraining.make_windows(stream, 16, limit=4)

@@ -220,3 +220,14 @@ def test_course_loader_turns_the_fused_path_off(monkeypatch):
     monkeypatch.setattr(quant, "cpu_has_fused_4bit", lambda: False)
     quant.set_fused_cpu_kernel(model, True)  # asked for, but the CPU lacks it: stays off
     assert not any(layer.support_avx512bf16_for_cpu for layer in model)
+
+
+def test_time_4bit_paths_reports_every_part_and_restores_the_layer():
+    layer = _linear4bit(96)
+    layer.support_avx512bf16_for_cpu, dtype = True, layer.compute_dtype
+    times = quant.time_4bit_paths(layer, torch.randn(16, 64), repeats=1)
+    assert set(times) == {"fp32 nn.Linear", "dequantize only", "bf16 matmul only",
+                          "Linear4bit, compute fp32", "Linear4bit, compute bf16"}
+    assert all(t > 0 for t in times.values())
+    assert layer.support_avx512bf16_for_cpu and layer.compute_dtype == dtype
+    assert not getattr(layer.weight.quant_state, "packing_format_for_cpu", False)  # timed the standard path

@@ -39,6 +39,9 @@ from typing import Iterable, Mapping, Sequence
 
 QV = "q_proj,v_proj"
 ALL_LINEAR = "all-linear"
+MLP = "gate_proj,up_proj,down_proj"
+EMBEDDINGS = ("embed_tokens", "lm_head")  # trained in full with peft's modules_to_save when a cell asks for it
+TARGET_LABELS = {QV: "qv", ALL_LINEAR: "all", MLP: "mlp"}
 SEED_SETTINGS = (("A", 8, 16), ("B", 32, 64))  # the seed's experiments A and B: (name, r, alpha)
 
 
@@ -49,17 +52,25 @@ SEED_SETTINGS = (("A", 8, 16), ("B", 32, 64))  # the seed's experiments A and B:
 
 @dataclass(frozen=True)
 class Cell:
-    """One configuration of the grid: a LoRA setting, its target modules, LoRA or QLoRA."""
+    """One configuration of the grid: a LoRA setting, its target modules, LoRA or QLoRA.
 
-    setting: str  # "A" or "B" (the seed's experiment names)
+    ``embeddings=True`` also trains the token embeddings and the output layer in
+    full (``LoraConfig(modules_to_save=["embed_tokens", "lm_head"], ensure_weight_tying=True)``): the fix
+    for answers that need tokens the base model never learned to produce (lab 08).
+    ``full=True`` is the full fine-tuning reference (no adapter; r and alpha unused).
+    """
+
+    setting: str  # "A" or "B" (the seed's experiment names), or a label such as "full"
     r: int  # LoRA rank
     alpha: int  # LoRA alpha; the update is scaled by alpha / r
-    targets: str  # "q_proj,v_proj" or "all-linear"
+    targets: str  # "q_proj,v_proj", "all-linear" or "gate_proj,up_proj,down_proj"
     qlora: bool  # True: the base model is loaded in 4-bit NF4 with double quantization
+    embeddings: bool = False  # also train embed_tokens and lm_head (modules_to_save)
+    full: bool = False  # full fine-tuning instead of an adapter
 
     @property
     def method(self) -> str:
-        return "qlora" if self.qlora else "lora"
+        return "full" if self.full else "qlora" if self.qlora else "lora"
 
     @property
     def target_modules(self) -> str | list[str]:
@@ -67,26 +78,57 @@ class Cell:
         return ALL_LINEAR if self.targets == ALL_LINEAR else [t.strip() for t in self.targets.split(",")]
 
     @property
+    def modules_to_save(self) -> list[str] | None:
+        return list(EMBEDDINGS) if self.embeddings else None
+
+    @property
     def name(self) -> str:
-        """Short label such as ``"A r8 qv LoRA"`` or ``"B r32 all QLoRA"``."""
-        where = "all" if self.targets == ALL_LINEAR else "qv"
-        return f"{self.setting} r{self.r} {where} {'QLoRA' if self.qlora else 'LoRA'}"
+        """Short label such as ``"A r8 qv LoRA"``, ``"B r32 all QLoRA+emb"`` or ``"full FT"``."""
+        if self.full:
+            return "full FT"
+        where = TARGET_LABELS.get(self.targets, self.targets)
+        alpha = "" if self.alpha == 2 * self.r else f" a{self.alpha}"
+        return f"{self.setting} r{self.r}{alpha} {where} {'QLoRA' if self.qlora else 'LoRA'}{'+emb' if self.embeddings else ''}"
 
 
 def seed_grid(
     settings: Sequence[tuple[str, int, int]] = SEED_SETTINGS,
     targets: Sequence[str] = (QV, ALL_LINEAR),
     qlora: Sequence[bool] = (False, True),
+    embeddings: bool = False,
 ) -> list[Cell]:
     """All combinations, LoRA runs first: 2 settings x 2 target sets x 2 methods = 8 cells."""
-    return [Cell(name, r, alpha, t, q) for q in qlora for name, r, alpha in settings for t in targets]
+    return [Cell(name, r, alpha, t, q, embeddings) for q in qlora for name, r, alpha in settings for t in targets]
+
+
+FULL_FT = Cell("full", 0, 0, "", False, full=True)
+
+
+def fact_subset(train_rows: Sequence[dict], held_out_rows: Sequence[dict], n_facts: int, seed: int = 0):
+    """``(train, held_out, fact_ids)`` for ``n_facts`` facts drawn at random (seeded, reproducible).
+
+    Every training row of those facts is kept, so each fact is seen several
+    times per epoch; ``held_out`` keeps the given held-out rows of the same facts
+    (phrasings never seen in training) in their original order.
+    """
+    import random
+
+    facts = sorted({row["fact_id"] for row in train_rows})
+    if not 0 < n_facts <= len(facts):
+        raise ValueError(f"n_facts must be between 1 and {len(facts)}, got {n_facts}")
+    keep = sorted(random.Random(seed).sample(facts, n_facts))
+    chosen = set(keep)
+    return ([r for r in train_rows if r["fact_id"] in chosen], [r for r in held_out_rows if r["fact_id"] in chosen], keep)
 
 
 def lora_config(cell: Cell, dropout: float = 0.05):
     """The ``peft.LoraConfig`` of a cell (no bias, causal LM)."""
     from peft import LoraConfig
 
+    # ensure_weight_tying: a model whose lm_head shares the embedding matrix (the tiny model) trains ONE shared
+    # copy, so the tie survives training and merging; untied models get one copy per module.
     return LoraConfig(r=cell.r, lora_alpha=cell.alpha, lora_dropout=dropout, target_modules=cell.target_modules,
+                      modules_to_save=cell.modules_to_save, ensure_weight_tying=cell.embeddings,
                       bias="none", task_type="CAUSAL_LM")
 
 
@@ -112,10 +154,12 @@ def load_base(profile, qlora: bool, gradient_checkpointing: bool = False):
 
 
 def build_model(cell: Cell, profile, dropout: float = 0.05, gradient_checkpointing: bool = False):
-    """``(peft_model, tokenizer)``: the base model of ``profile`` with a fresh adapter for ``cell``."""
+    """``(model, tokenizer)``: the base model of ``profile`` with a fresh adapter for ``cell`` (none for full FT)."""
     from peft import get_peft_model
 
     model, tokenizer = load_base(profile, cell.qlora, gradient_checkpointing)
+    if cell.full:
+        return model, tokenizer
     return get_peft_model(model, lora_config(cell, dropout)), tokenizer
 
 
@@ -262,6 +306,11 @@ class RunResult:
     accuracy: float  # held-out fact accuracy of greedy answers
     answers: list[str] = field(default_factory=list)
     adapter_dir: Path | None = None
+    seed: int = 0  # adapter initialisation and data order
+    correct: list[bool] = field(default_factory=list)  # per held-out question: the paired data of ftlab.stats
+    nll: list[float] = field(default_factory=list)  # per held-out question: mean NLL of the reference answer
+    accuracy_at: dict[int, float] = field(default_factory=dict)  # held-out accuracy after given steps
+    probe_nll: float | None = None  # answer NLL on probe_pairs (e.g. general knowledge: forgetting)
 
     @property
     def final_val_loss(self) -> float:
@@ -345,8 +394,17 @@ def run_cell(
     max_new_tokens: int = 40,
     save_adapter: bool = True,
     fp32_adapters: bool | None = None,
+    seed: int = 0,
+    accuracy_steps: Sequence[int] = (),
+    probe_pairs: Sequence[dict] = (),
 ) -> RunResult:
     """Train one cell with trl's ``SFTTrainer`` and measure it (see the module docstring).
+
+    ``seed`` fixes the adapter's initialisation and the data order (``SFTConfig.seed``);
+    ``accuracy_steps`` also scores the held-out rows after those steps (``accuracy_at``);
+    ``probe_pairs`` (prompt/completion pairs) get their answer NLL after training (``probe_nll``).
+    ``test_rows`` are the held-out rows: each gets its greedy answer's correctness and
+    the NLL of its reference answer, the paired data for ``ftlab.stats``.
 
     ``sft_kwargs`` go to ``SFTConfig`` (steps, batch, learning rate, schedule,
     evaluation interval, ``max_length`` ...); ``gradient_checkpointing`` among
@@ -364,14 +422,19 @@ def run_cell(
     from ftlab import sft
 
     checkpointing = bool(sft_kwargs.get("gradient_checkpointing", False))
+    torch.manual_seed(seed)
     model, tokenizer = build_model(cell, profile, dropout, checkpointing)
     trainable, total = count_params(model)
-    run_dir = Path(output_dir) / cell.name.replace(" ", "_")
-    args = sft_config(run_dir, **sft_kwargs)
+    run_dir = Path(output_dir) / (cell.name.replace(" ", "_") + (f"_seed{seed}" if seed else ""))
+    args = sft_config(run_dir, **{**sft_kwargs, "seed": seed})
     train = sft.prompt_completion(train_rows, template, tokenizer)
-    validation = sft.prompt_completion(validation_rows, template, tokenizer)
-    timer = step_timer()
-    trainer = sft.sft_trainer(model, tokenizer, args, train, validation, callbacks=[timer])
+    validation = sft.prompt_completion(validation_rows, template, tokenizer) if validation_rows else None
+    timer, accuracy_at = step_timer(), {}
+    callbacks = [timer]
+    if accuracy_steps:
+        score = lambda m: sft.fact_scores(m, tokenizer, list(test_rows), template, max_new_tokens)["accuracy"]
+        callbacks.append(sft.measure_at(accuracy_steps, score, accuracy_at))
+    trainer = sft.sft_trainer(model, tokenizer, args, train, validation, callbacks=callbacks)
     if fp32_adapters if fp32_adapters is not None else profile.device == "cpu":
         for p in model.parameters():
             if p.requires_grad:
@@ -390,16 +453,22 @@ def run_cell(
         memory["cuda_peak"] = torch.cuda.max_memory_allocated()
     log = trainer.state.log_history
     scores = sft.fact_scores(model, tokenizer, list(test_rows), template, max_new_tokens)
+    sums = sft.answer_nll_sums(model, tokenizer, sft.to_pairs(list(test_rows), template, tokenizer))
+    val_loss = sft.log_series(log, "eval_loss")
+    if not val_loss["step"]:  # no evaluation during training: the held-out NLL at the end
+        val_loss = {"step": [trainer.state.global_step], "value": [sum(t for t, _ in sums) / max(1, sum(c for _, c in sums))]}
     adapter_dir = None
-    if save_adapter:
+    if save_adapter and not cell.full:
         adapter_dir = run_dir / "adapter"
         model.save_pretrained(adapter_dir)
     return RunResult(
         cell=cell, trainable_params=trainable, total_params=total, memory=memory,
         wall_seconds=wall, step_seconds=sum(timer.durations) / max(1, len(timer.durations)),
         steps=trainer.state.global_step, train_loss=sft.log_series(log, "loss"),
-        val_loss=sft.log_series(log, "eval_loss"), accuracy=scores["accuracy"], answers=scores["answers"],
-        adapter_dir=adapter_dir,
+        val_loss=val_loss, accuracy=scores["accuracy"], answers=scores["answers"],
+        adapter_dir=adapter_dir, seed=seed, correct=scores["correct"],
+        nll=[t / max(1, c) for t, c in sums], accuracy_at=dict(accuracy_at),
+        probe_nll=sft.answer_nll(model, tokenizer, list(probe_pairs)) if probe_pairs else None,
     )
 
 

@@ -11,8 +11,8 @@ returns exactly the base output at step 0. After training the update can be
 folded into the weight, ``W' = W + (alpha / r) * B @ A`` (merging), and the
 layer is an ordinary ``nn.Linear`` again: no extra cost at inference.
 
-Lab 06 writes this layer itself and checks it against ``LoRALinear`` here and
-against ``peft``. ``galore_project`` shows GaLore's gradient projection
+Lab 06 writes this layer itself and checks it against peft's LoRA layer
+(``ftlab.checks.lab06``); ``LoRALinear`` here passes the same check. ``galore_project`` shows GaLore's gradient projection
 (Zhao et al. 2024, arXiv:2403.03507) on one gradient matrix.
 """
 
@@ -40,23 +40,29 @@ def lora_param_count(d_in: int, d_out: int, r: int) -> int:
 
 
 class LoRALinear(nn.Module):
-    """A frozen ``nn.Linear`` plus a trainable low-rank update ``(alpha/r) * B @ A``.
+    """A frozen ``nn.Linear`` plus a trainable low-rank update ``(alpha/r) * B @ A``, as peft's ``lora.Linear``.
 
-    ``init="gaussian"`` draws A from N(0, 1/r^2) (PEFT's ``init_lora_weights="gaussian"``);
-    ``init="kaiming"`` uses ``nn.Linear``'s default, PEFT's default. B is always zero.
-    The adapter is kept in fp32 even when the base layer is fp16/bf16, as PEFT does.
+    ``forward(x) = base(x) + dropout(x) @ A^T @ B^T * scaling``: dropout acts on
+    the input of the LoRA branch only. ``init="kaiming"`` (peft's default) draws
+    A like ``nn.Linear`` does (Kaiming-uniform, bound 1/sqrt(d_in));
+    ``init="gaussian"`` draws A from N(0, 1/r^2) (peft's
+    ``init_lora_weights="gaussian"``). B is always zero. ``use_rslora`` scales by
+    alpha/sqrt(r). ``merge()`` adds the update to W in place (the forward is
+    then the base layer alone) and ``unmerge()`` subtracts it again. The adapter
+    is kept in fp32 even when the base layer is fp16/bf16, as peft does.
     """
 
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0,
-                 init: str = "gaussian", rslora: bool = False):
+                 init: str = "kaiming", use_rslora: bool = False):
         super().__init__()
         self.base = base.requires_grad_(False)
         self.r, self.alpha = r, alpha
-        self.scaling = lora_scaling(alpha, r, rslora)
+        self.scaling = lora_scaling(alpha, r, use_rslora)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         device = base.weight.device
         self.lora_A = nn.Parameter(torch.empty(r, base.in_features, device=device))  # (r, d_in)
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, device=device))  # (d_out, r)
+        self.merged = False
         if init == "gaussian":
             nn.init.normal_(self.lora_A, std=1 / r)
         elif init == "kaiming":
@@ -66,8 +72,27 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (..., d_in)
         out = self.base(x)  # (..., d_out)
+        if self.merged:  # the update is already inside W
+            return out
         h = self.dropout(x).to(self.lora_A.dtype) @ self.lora_A.T  # (..., r)
         return out + (self.scaling * (h @ self.lora_B.T)).to(out.dtype)  # (..., d_out)
+
+    def merge(self) -> None:
+        """W <- W + scaling * B @ A, in place (computed in fp32); the LoRA branch is then skipped."""
+        if not self.merged:
+            self._shift_weight(+1.0)
+            self.merged = True
+
+    def unmerge(self) -> None:
+        """W <- W - scaling * B @ A: undo ``merge`` (exact up to rounding in W's dtype)."""
+        if self.merged:
+            self._shift_weight(-1.0)
+            self.merged = False
+
+    def _shift_weight(self, sign: float) -> None:
+        weight = self.base.weight
+        with torch.no_grad():
+            weight.copy_((weight.float() + sign * delta_weight(self).float()).to(weight.dtype))
 
     def delta_weight(self) -> torch.Tensor:
         """The update this adapter adds to W: ``(alpha/r) * B @ A``, shape (d_out, d_in)."""
@@ -97,7 +122,8 @@ def merged_linear(layer: nn.Module) -> nn.Linear:
     out = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None,
                     device=base.weight.device, dtype=base.weight.dtype)
     with torch.no_grad():
-        out.weight.copy_((base.weight.float() + delta_weight(layer).float()).to(base.weight.dtype))
+        delta = 0.0 if getattr(layer, "merged", False) else delta_weight(layer).float()  # merged: W has it
+        out.weight.copy_((base.weight.float() + delta).to(base.weight.dtype))
         if base.bias is not None:
             out.bias.copy_(base.bias)
     return out.requires_grad_(False)

@@ -50,6 +50,7 @@ import math
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 GIB = 1024**3
 PRESET_DIR = Path(__file__).resolve().parent / "model_configs"
@@ -710,6 +711,16 @@ def _check_sizes(batch_size: int, seq_len: int, lora_r: int) -> None:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+SAVABLE_MODULES = ("embed_tokens", "lm_head")
+
+
+def _check_modules_to_save(names: Sequence[str]) -> tuple[str, ...]:
+    unknown = [name for name in names if name not in SAVABLE_MODULES]
+    if unknown:
+        raise ValueError(f"modules_to_save {unknown}: the estimator knows {', '.join(SAVABLE_MODULES)}")
+    return tuple(dict.fromkeys(names))
+
+
 def estimate_training_memory(
     config: str | Path | dict | ModelSpec,
     method: str = "lora",
@@ -728,8 +739,14 @@ def estimate_training_memory(
     kbit_upcast: bool = True,
     lora_dropout: float = 0.0,
     autocast: bool | None = None,
+    modules_to_save: Sequence[str] = (),
 ) -> MemoryEstimate:
     """Predict ``torch.cuda.max_memory_allocated()`` for one training step.
+
+    ``modules_to_save`` (LoRA/QLoRA only): ``"embed_tokens"`` and/or ``"lm_head"``
+    trained in full next to the adapters, as ``peft.LoraConfig(modules_to_save=...,
+    ensure_weight_tying=True)`` does: a trainable copy of the (vocab x hidden) weight
+    per module, or one shared copy when the model ties the two.
 
     The step is split into phases (forward end, loss backward, layer backward,
     optimizer step); each phase sums the tensors alive then, and the peak is the
@@ -747,6 +764,9 @@ def estimate_training_memory(
     targets = () if full else resolve_lora_targets(lora_targets)
     r = 0 if full else lora_r
     trainable_shapes = list(parameter_shapes(spec).values()) if full else lora_parameter_shapes(spec, r, targets)
+    saved = () if full else _check_modules_to_save(modules_to_save)
+    copies = 1 if (spec.tie_word_embeddings and len(saved) == 2) else len(saved)  # tied: one shared copy
+    trainable_shapes += [(spec.vocab_size, spec.hidden_size)] * copies
     numels = [math.prod(shape) for shape in trainable_shapes]
     trainable = sum(numels)
     weights = weight_bytes(spec, method, regime, 0 if full else trainable, double_quant)
@@ -755,7 +775,7 @@ def estimate_training_memory(
     opt = optimizer_state_bytes(numels, optimizer, regime.trainable, adamw_impl)
     tokens = batch_size * seq_len * (2 if dpo else 1)  # DPO: chosen + rejected in one batch
     act = activation_bytes(spec, method, regime, batch_size * (2 if dpo else 1), seq_len, gradient_checkpointing, targets, r, lora_dropout > 0, attention)
-    lm_trainable = full
+    lm_trainable = full or "lm_head" in saved
     logits = logits_bytes(spec, tokens, regime, loss, lm_trainable)
     buffers = backward_buffer_bytes(spec, tokens, regime)
     head_grad = spec.vocab_size * spec.hidden_size * regime.trainable if lm_trainable else 0

@@ -189,7 +189,9 @@ def input_fingerprint(notebook: nbformat.NotebookNode) -> dict[str, str]:
     source = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
     modules = module_closure(ftlab_imports(source))
     inputs = {f"utils/ftlab/{m}.py": _digest([PACKAGE_DIR / f"{m}.py"], PACKAGE_DIR) for m in sorted(modules)}
-    data_files = [p for p in DATA_DIR.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    # the shipped data files; the generator scripts (data/scripts) and the data card do not reach the notebooks
+    data_files = [p for p in DATA_DIR.rglob("*") if p.is_file() and p.suffix != ".md"
+                  and not {"__pycache__", "scripts"} & set(p.relative_to(DATA_DIR).parts)]
     inputs["data/"] = _digest(data_files, DATA_DIR)
     inputs["tiny model recipe"] = tiny.fingerprint(tiny.TinyConfig(), tiny.corpus_files())
     return inputs

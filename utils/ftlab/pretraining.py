@@ -9,7 +9,7 @@
   ``chat_batch`` (chat rows as one padded batch with answer-only labels).
 - Evaluation: ``mean_loss`` (cross-entropy per predicted token, so perplexity is
   ``exp(mean_loss)``), ``text_loss`` (the same on raw texts through a given tokenizer),
-  ``HeldOutMonitor`` (held-out loss *during* ``ftlab.tiny.pretrain``),
+  ``HeldOutMonitor`` (held-out loss *during* ``ftlab.tiny.pretrain``, through its ``evaluate`` hook),
   ``batch_loss_spread`` (how much one batch's loss wobbles at a given batch size).
 - Fine-tuning as ``W_ft = W_pt + dW``: ``delta_weights`` and ``delta_report``
   measure each update's size and how much of its energy sits in a few singular
@@ -49,7 +49,7 @@ def token_pieces(tokenizer, ids: Sequence[int], space: str = "▁") -> list[str]
 
     A token that holds only part of a character (a Hangul syllable is 3 UTF-8 bytes)
     shows its bytes as ``\\xNN`` escapes instead of a replacement character; a
-    leading space is shown as ``space`` (the seed's word-start mark).
+    leading space is shown as ``space`` (SentencePiece's word-start mark ▁).
     """
     decoder, special = _byte_level_decoder(), set(tokenizer.all_special_tokens)
     pieces = []
@@ -186,12 +186,18 @@ def perplexity(loss: float) -> float:
 
 
 class HeldOutMonitor(nn.Module):
-    """Wrap a model so that ``ftlab.tiny.pretrain`` also records a held-out loss.
+    """Record a held-out loss while ``ftlab.tiny.pretrain`` trains ``model``.
 
-    ``pretrain`` calls the model once per optimizer step; every ``every`` calls the
-    monitor first evaluates ``mean_loss`` on ``windows`` and appends
-    ``{"step": updates_done, "loss": ...}`` to ``self.log``. Call ``evaluate(step)``
-    once more after training for the final point.
+    Preferred: pass ``evaluate`` as the hook, which ``pretrain`` calls at step 0, every
+    ``eval_every`` steps and after the last step::
+
+        monitor = HeldOutMonitor(model, heldout_windows, every=25)
+        tiny.pretrain(model, stream, config, evaluate=monitor.evaluate, eval_every=monitor.every)
+
+    Each call appends ``{"step": updates_done, "loss": ...}`` to ``self.log``. The
+    monitor can also wrap the model (``pretrain(monitor, ...)``): then every ``every``
+    forward calls it evaluates first, and ``evaluate(step)`` must be called once more
+    after training for the final point.
     """
 
     def __init__(self, model: nn.Module, windows: torch.Tensor, every: int, batch_size: int = 32):

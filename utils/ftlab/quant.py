@@ -11,7 +11,8 @@ QLoRA paper (Dettmers et al. 2023, arXiv:2305.14314, section 3):
 - ``bits_per_param``: storage cost of all that, e.g. 4.5 and 4.127 bits;
 - ``weight_bytes``: bytes a loaded model really holds, bitsandbytes 4-bit layers included;
 - ``set_fused_cpu_kernel`` / ``check_packed_cpu_rule``: bitsandbytes' fused 4-bit CPU
-  kernel (AVX-512 BF16 CPUs), off by default in the course, and the layer-size rule it needs.
+  kernel (AVX-512 BF16 CPUs), off by default in the course, and the layer-size rule it needs;
+- ``time_4bit_paths``: where a 4-bit layer's CPU time goes (dequantization, bf16 matmul).
 """
 
 from __future__ import annotations
@@ -264,6 +265,11 @@ def set_fused_cpu_kernel(model, enabled: bool) -> int:
     gradients always flow. On: where the CPU supports it (``cpu_has_fused_4bit``),
     eval-mode no-grad forwards run the fused bf16 kernel; the layer sizes are
     checked first so a bad size fails here, with its name, not deep in bitsandbytes.
+
+    Switching off a layer that an eval pass already repacked restores the standard
+    layout, but only approximately: the repacking stored the block absmax in bf16 and
+    bitsandbytes re-quantizes it (``_convert_weight_packed_for_cpu_inverse``), so the
+    layer's outputs can differ slightly from before. Load a fresh model to compare paths.
     """
     import bitsandbytes as bnb
 
@@ -280,3 +286,38 @@ def set_fused_cpu_kernel(model, enabled: bool) -> int:
             layer.weight.data, layer.weight.quant_state = _convert_weight_packed_for_cpu_inverse(
                 layer.weight.data, layer.weight.quant_state)
     return len(layers)
+
+
+def time_4bit_paths(layer, x: torch.Tensor, repeats: int = 5) -> dict[str, float]:
+    """Median seconds of one ``Linear4bit`` forward, split into its parts, without the fused kernel.
+
+    ``layer`` is a bitsandbytes ``Linear4bit`` on the CPU, ``x`` a ``(tokens, in_features)``
+    fp32 input. Measures: the fp32 ``nn.Linear`` with the same (dequantized) weights;
+    dequantization alone; a bf16 matmul alone (weights already bf16); and the layer
+    itself with ``compute_dtype`` fp32 and bf16, which is dequantize + matmul in that
+    dtype. On CPUs without bf16 matmul instructions torch emulates bf16, and the bf16
+    matmul is the slow part; elsewhere dequantization dominates.
+    """
+    import bitsandbytes.functional as bnbF
+
+    from ftlab.anatomy import median_seconds
+
+    state = layer.weight.quant_state
+    if getattr(state, "packing_format_for_cpu", False):
+        raise ValueError("layer was repacked for the fused CPU kernel: call set_fused_cpu_kernel(model, False) first")
+    was_fused, was_dtype = getattr(layer, "support_avx512bf16_for_cpu", False), layer.compute_dtype
+    layer.support_avx512bf16_for_cpu = False  # time the standard path only
+    weight = bnbF.dequantize_4bit(layer.weight.data, state).float()  # (out, in)
+    dense = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    dense.weight.data = weight
+    weight_bf16, x_bf16 = weight.bfloat16(), x.bfloat16()
+    times = {}
+    with torch.no_grad():
+        times["fp32 nn.Linear"] = median_seconds(lambda: dense(x), repeats)
+        times["dequantize only"] = median_seconds(lambda: bnbF.dequantize_4bit(layer.weight.data, state), repeats)
+        times["bf16 matmul only"] = median_seconds(lambda: x_bf16 @ weight_bf16.t(), repeats)
+        for name, dtype in (("Linear4bit, compute fp32", torch.float32), ("Linear4bit, compute bf16", torch.bfloat16)):
+            layer.compute_dtype = dtype
+            times[name] = median_seconds(lambda: layer(x), repeats)
+    layer.compute_dtype, layer.support_avx512bf16_for_cpu = was_dtype, was_fused
+    return times

@@ -275,15 +275,11 @@ def completion_batch(tokenizer, pairs: Sequence[dict]) -> dict:
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
-def answer_nll(model, tokenizer, pairs: Sequence[dict], batch_size: int = 32) -> float:
-    """Mean negative log-likelihood per completion token (nats), prompts excluded.
-
-    ``pairs`` are ``{"prompt", "completion"}`` dicts (``to_pairs``). Averaging
-    over tokens, not examples, matches the training loss of ``SFTTrainer``.
-    """
+def answer_nll_sums(model, tokenizer, pairs: Sequence[dict], batch_size: int = 32) -> list[tuple[float, int]]:
+    """Per pair: (summed NLL of its completion tokens in nats, number of completion tokens)."""
     import torch
 
-    total, count = 0.0, 0
+    sums: list[tuple[float, int]] = []
     for start in range(0, len(pairs), batch_size):
         batch = completion_batch(tokenizer, pairs[start : start + batch_size])
         with torch.no_grad():
@@ -291,11 +287,25 @@ def answer_nll(model, tokenizer, pairs: Sequence[dict], batch_size: int = 32) ->
                            attention_mask=batch["attention_mask"].to(model.device)).logits
         logits, targets = logits[:, :-1].float().cpu(), batch["labels"][:, 1:]  # predict token t+1 from tokens <= t
         nll = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
-        )
-        total += nll.item()
-        count += int((targets != -100).sum())
-    return total / max(1, count)
+            logits.transpose(1, 2), targets, ignore_index=-100, reduction="none"
+        )  # (batch, tokens), 0 where ignored
+        sums += list(zip(nll.sum(dim=1).tolist(), (targets != -100).sum(dim=1).tolist()))
+    return sums
+
+
+def answer_nll(model, tokenizer, pairs: Sequence[dict], batch_size: int = 32) -> float:
+    """Mean negative log-likelihood per completion token (nats), prompts excluded.
+
+    ``pairs`` are ``{"prompt", "completion"}`` dicts (``to_pairs``). Averaging
+    over tokens, not examples, matches the training loss of ``SFTTrainer``.
+    """
+    sums = answer_nll_sums(model, tokenizer, pairs, batch_size)
+    return sum(total for total, _ in sums) / max(1, sum(count for _, count in sums))
+
+
+def answer_nll_per_example(model, tokenizer, pairs: Sequence[dict], batch_size: int = 32) -> list[float]:
+    """Mean NLL per completion token of each pair: the paired values for ``ftlab.stats`` tests."""
+    return [total / max(1, count) for total, count in answer_nll_sums(model, tokenizer, pairs, batch_size)]
 
 
 def mix_at_ratio(domain: Sequence, replay: Sequence, replay_share: float, size: int, seed: int = 0) -> list:

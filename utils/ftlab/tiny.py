@@ -26,7 +26,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from ftlab.paths import CACHE_DIR, DATA_DIR
 
@@ -211,8 +211,25 @@ def _lr_lambda(config: TinyConfig):
     return schedule
 
 
-def pretrain(model, stream: list[int], config: TinyConfig, log_every: int = 50) -> list[dict]:
-    """Causal-LM pretraining on random windows of the stream. Returns the loss log."""
+def pretrain(
+    model,
+    stream: list[int],
+    config: TinyConfig,
+    log_every: int = 50,
+    evaluate: Callable[[int], object] | None = None,
+    eval_every: int | None = None,
+    device: str | None = None,
+) -> list[dict]:
+    """Causal-LM pretraining on random windows of the stream. Returns the loss log.
+
+    ``evaluate(step)``, when given, is called with the number of optimizer steps done
+    before step 0, every ``eval_every`` steps (default ``log_every``) and after the last
+    step; it may record a held-out loss (``ftlab.pretraining.HeldOutMonitor.evaluate``).
+    It runs outside the training graph and draws no random numbers from the batch
+    generator, so the training itself is the same with or without it.
+    ``device`` (e.g. ``"cuda"``) moves the model there and each batch with it; by
+    default batches go to the model's device (the CPU for the course build).
+    """
     import torch
 
     data = torch.tensor(stream, dtype=torch.long)
@@ -225,14 +242,21 @@ def pretrain(model, stream: list[int], config: TinyConfig, log_every: int = 50) 
         model.parameters(), lr=config.learning_rate, betas=(0.9, 0.95), weight_decay=config.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
+    if device is not None:
+        model.to(device)
+    target = next(model.parameters()).device
+    eval_every = eval_every or log_every
     model.train()
     log: list[dict] = []
     order = torch.randperm(n_windows, generator=generator)
     cursor = 0
     for step in range(config.steps):
+        if evaluate is not None and step % eval_every == 0:
+            evaluate(step)
+            model.train()
         if cursor + config.batch_size > n_windows:  # new epoch, new shuffle
             order, cursor = torch.randperm(n_windows, generator=generator), 0
-        batch = windows[order[cursor : cursor + config.batch_size]]  # (batch, seq_len)
+        batch = windows[order[cursor : cursor + config.batch_size]].to(target)  # (batch, seq_len)
         cursor += config.batch_size
         loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
@@ -242,6 +266,8 @@ def pretrain(model, stream: list[int], config: TinyConfig, log_every: int = 50) 
         optimizer.zero_grad(set_to_none=True)
         if step % log_every == 0 or step == config.steps - 1:
             log.append({"step": step + 1, "loss": round(loss.item(), 4), "lr": scheduler.get_last_lr()[0]})
+    if evaluate is not None:
+        evaluate(config.steps)
     model.eval()
     return log
 
