@@ -45,6 +45,18 @@ def test_build_stubs_solutions_and_removes_hidden_tests(dirs):
     assert "return x + 1" in nbformat.read(sol / "99_test.ipynb", as_version=4).cells[1].source
 
 
+def test_student_copies_carry_no_nbval_markers(dirs):
+    sol, labs = dirs
+    nb = nbformat.read(sol / "99_test.ipynb", as_version=4)
+    nb.cells[2].source = "# NBVAL_CHECK_OUTPUT\n" + nb.cells[2].source
+    nbformat.write(nb, sol / "99_test.ipynb")
+    notebooks.build(sol, labs)
+    lab = nbformat.read(labs / "99_test.ipynb", as_version=4)
+    assert "NBVAL" not in lab.cells[2].source and lab.cells[2].source.startswith('"""Check')
+    assert not any("NBVAL_" in c.source for p in notebooks.LABS_DIR.glob("*.ipynb")
+                   for c in nbformat.read(p, as_version=4).cells)
+
+
 def test_check_passes_after_build_and_build_is_idempotent(dirs):
     sol, labs = dirs
     notebooks.build(sol, labs)

@@ -28,6 +28,7 @@ import ast
 import copy
 import hashlib
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,7 @@ from ftlab.paths import DATA_DIR, LABS_DIR, SOLUTIONS_DIR
 
 MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION", "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
+NBVAL_MARKER = re.compile(r"^\s*# NBVAL_[A-Z_]+\s*$")
 # Cell metadata that records how a run went, not what the cell is.
 VOLATILE_CELL_METADATA = ("execution", "collapsed", "scrolled")
 
@@ -58,6 +60,8 @@ def student_version(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
     for cell in nb.cells:
         for key in VOLATILE_CELL_METADATA:
             cell.metadata.pop(key, None)
+        if cell.cell_type == "code":  # nbval's markers are for the reference run, not for learners
+            cell.source = "\n".join(line for line in cell.source.split("\n") if not NBVAL_MARKER.match(line))
     nb.metadata.pop("widgets", None)
     nb.metadata.pop("ftlab", None)  # the input fingerprint belongs to the executed solution
     return nb
