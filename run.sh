@@ -54,9 +54,14 @@ case "${1:-}" in
     setup
     offline_env
     export FTLAB_TRACKING=none WANDB_MODE=disabled MPLBACKEND=Agg
+    # Two pytest workers with one torch thread each (the reference outputs are executed that way too):
+    # a notebook stays on one worker (--dist loadfile); on 2 cores this beats one worker with 2 threads.
+    export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
+    workers=${FTLAB_TEST_WORKERS:-2}
     start=$(date +%s)
     "$VENV/bin/python" -m ftlab.tiny build
-    "$VENV/bin/python" -m pytest -p no:cacheprovider --durations=20 \
+    "$VENV/bin/python" -m ftlab.checkpoints build   # the shared SFT model of labs 09-11 and A2
+    "$VENV/bin/python" -m pytest -p no:cacheprovider --durations=20 -n "$workers" --dist loadfile \
       --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg \
       tests solutions "${@:2}"
     echo "[test] total $(( $(date +%s) - start )) s after set-up"

@@ -20,6 +20,16 @@ Modules (import what you need; nothing heavy is imported here):
 - ``ftlab.quant``      absmax, block-wise and NF4 quantization (lab 07)
 - ``ftlab.experiments`` the LoRA/QLoRA experiment grid (lab 08)
 - ``ftlab.stats``      paired significance tests: is A better than B? (labs 08, 11, grading)
+- ``ftlab.accel``      the unsloth switch (``FTLAB_UNSLOTH``) and per-process model placement
+- ``ftlab.bench``      peak memory, tokens/s and MFU of full/LoRA/QLoRA/unsloth vs ``ftlab.memory``
+- ``ftlab.train``      SFT, LoRA and DPO as scripts, for one process or ``accelerate launch``
+- ``ftlab.course``     the course repository URL (``[tool.ftlab]`` in pyproject.toml)
+- ``ftlab.colab``      Colab badges and install cells generated from it
+- ``ftlab.submission`` the assignment submission bundle (write, pack, verify its manifest)
+- ``ftlab.rubric``     assignment rubrics: TOML source, generated Korean Markdown
+- ``ftlab.sandbox``    confined re-execution of notebook cells (no network, time/memory/output limits)
+- ``ftlab.grade``      the assignment grader (``python -m ftlab.grade``)
+- ``ftlab.assignments`` assignment starter notebooks generated from the instructor copies
 """
 
 __version__ = "0.1.0"

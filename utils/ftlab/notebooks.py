@@ -6,6 +6,7 @@ Commands::
     python -m ftlab.notebooks check              # fail if labs/ is stale or hand-edited, or outputs are old
     python -m ftlab.notebooks execute [NB ...]   # re-run solutions in place (stored reference outputs)
     python -m ftlab.notebooks stale              # list solutions whose outputs predate their inputs
+    python -m ftlab.notebooks sync-colab         # regenerate Colab badges/install cells, then build labs/
 
 The conversion uses nbgrader's own preprocessors (without its database):
 
@@ -257,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("build", help="write labs/ from solutions/")
     sub.add_parser("check", help="exit 1 if labs/ differs from what build would write or outputs are stale")
     sub.add_parser("stale", help="list solution notebooks whose outputs predate their code or data")
+    sub.add_parser("sync-colab", help="regenerate Colab badges and install cells from [tool.ftlab], then build labs/")
     p_exec = sub.add_parser("execute", help="execute solution notebooks in place")
     p_exec.add_argument("notebooks", nargs="*", type=Path, help="default: every solution notebook")
     args = parser.parse_args(argv)
@@ -264,6 +266,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "build":
         written = build()
         print(f"labs/: {len(written)} notebook(s) written, {len(solution_paths()) - len(written)} unchanged")
+        return 0
+    if args.command == "sync-colab":
+        from ftlab import colab
+
+        synced = colab.sync()
+        print(f"solutions/: Colab cells regenerated in {len(synced)} notebook(s)")
+        print(f"labs/: {len(build())} notebook(s) written")
         return 0
     if args.command == "stale":
         problems = stale_outputs()

@@ -15,6 +15,16 @@ Detection order:
    not ask ``torch.cuda.is_bf16_supported()``: it reports True on a T4
    because bf16 can be emulated, which is slow and gives no memory benefit.
 4. No GPU: ``cpu`` with the tiny Llama model built from the shipped corpus.
+
+GPU profiles also choose, from the card itself:
+
+- the attention kernel: FlashAttention 2 when ``flash_attn`` is importable and
+  the card has compute capability >= 8.0, else PyTorch SDPA (``attention_implementation``);
+- the per-device batch: the profile's default batch is halved (and gradient
+  accumulation doubled, so the effective batch stays) until ``ftlab.memory``
+  predicts that the sizing run (LoRA r=16 on all linear layers, the profile's
+  sequence length, dtype, optimizer and gradient checkpointing) fits in
+  ``MEMORY_FRACTION`` of the card's memory minus the CUDA context (``fit_batch_to_memory``).
 """
 
 from __future__ import annotations
@@ -34,6 +44,17 @@ PROFILE_ENV = "FTLAB_PROFILE"
 T4_MODEL_ID = "Qwen/Qwen2.5-1.5B-Instruct"
 A100_MODEL_ID = "Qwen/Qwen2.5-7B-Instruct"
 TINY_MODEL_ID = "ftlab-tiny"  # resolved to the local cache by ftlab.tiny
+# The shipped config.json (ftlab/model_configs) of each hub model, for the memory estimate.
+MODEL_PRESETS = {T4_MODEL_ID: "qwen2.5-1.5b", A100_MODEL_ID: "qwen2.5-7b"}
+
+GIB = 1024**3
+# Card memory assumed when the real card is unknown (get_profile by name): a T4
+# reports 15,642,329,088 bytes to torch, an A100 40 GB 42,505,273,344 bytes.
+NOMINAL_MEMORY_BYTES = {"t4": 15_642_329_088, "a100": 42_505_273_344}
+MEMORY_FRACTION = 0.85  # plan for 85% of the card: fragmentation, evaluation and generation need the rest
+CUDA_CONTEXT_BYTES = 512 * 1024**2  # CUDA context and kernels, not seen by max_memory_allocated
+# The run the batch is sized for: the labs' LoRA adapters (r 8-32) on every linear layer.
+SIZING_RUN = {"method": "lora", "lora_r": 16, "lora_targets": "all-linear"}
 
 
 @dataclass(frozen=True)
@@ -91,11 +112,24 @@ class Profile:
             "data_seed": 0,
             "disable_tqdm": True,
         }
+        if self.device == "cuda" and self.gradient_checkpointing:
+            # non-reentrant checkpointing works with frozen inputs (LoRA) and is what torch recommends
+            kwargs["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
         kwargs.update(overrides)
         return kwargs
 
     def with_overrides(self, **changes: Any) -> "Profile":
         return dataclasses.replace(self, **changes)
+
+    @property
+    def estimator_precision(self) -> str:
+        """The ``precision=`` of ``ftlab.memory.estimate_training_memory`` for this dtype."""
+        return {"float16": "fp16", "bfloat16": "bf16"}.get(self.dtype, "fp32")
+
+    @property
+    def estimator_optimizer(self) -> str:
+        """The ``optimizer=`` of ``ftlab.memory.estimate_training_memory`` for ``optim``."""
+        return self.optim if self.optim in ("adamw_8bit", "paged_adamw_8bit") else "adamw"
 
 
 def _cpu(reason: str) -> Profile:
@@ -115,8 +149,9 @@ def _cpu(reason: str) -> Profile:
     )
 
 
-def _t4(reason: str, gpu_name: str = "", cc: tuple[int, int] | None = None) -> Profile:
-    return Profile(
+def _t4(reason: str, gpu_name: str = "", cc: tuple[int, int] | None = None,
+        total_memory: int | None = None) -> Profile:
+    profile = Profile(
         name="t4",
         reason=reason,
         device="cuda",
@@ -132,10 +167,12 @@ def _t4(reason: str, gpu_name: str = "", cc: tuple[int, int] | None = None) -> P
         gpu_name=gpu_name,
         compute_capability=cc,
     )
+    return fit_batch_to_memory(profile, total_memory)
 
 
-def _a100(reason: str, gpu_name: str = "", cc: tuple[int, int] | None = None) -> Profile:
-    return Profile(
+def _a100(reason: str, gpu_name: str = "", cc: tuple[int, int] | None = None,
+        total_memory: int | None = None) -> Profile:
+    profile = Profile(
         name="a100",
         reason=reason,
         device="cuda",
@@ -151,9 +188,69 @@ def _a100(reason: str, gpu_name: str = "", cc: tuple[int, int] | None = None) ->
         gpu_name=gpu_name,
         compute_capability=cc,
     )
+    return fit_batch_to_memory(profile, total_memory)
 
 
 PROFILE_NAMES = ("cpu", "t4", "a100")
+
+
+def estimate_profile_peak(profile: Profile, batch_size: int | None = None):
+    """``ftlab.memory`` estimate of one step of the sizing run (``SIZING_RUN``) under ``profile``."""
+    from ftlab.memory import estimate_training_memory
+
+    return estimate_training_memory(
+        MODEL_PRESETS[profile.model_id],
+        batch_size=batch_size or profile.per_device_train_batch_size,
+        seq_len=profile.max_seq_length,
+        gradient_checkpointing=profile.gradient_checkpointing,
+        optimizer=profile.estimator_optimizer,
+        precision=profile.estimator_precision,
+        **SIZING_RUN,
+    )
+
+
+def memory_budget(total_memory: int) -> int:
+    """Bytes a training step may use on a card with ``total_memory`` bytes."""
+    return int(MEMORY_FRACTION * total_memory) - CUDA_CONTEXT_BYTES
+
+
+def fit_batch_to_memory(profile: Profile, total_memory: int | None = None) -> Profile:
+    """Halve the per-device batch (doubling accumulation) until the estimated peak fits the card.
+
+    ``total_memory`` is the card's memory in bytes (``torch.cuda.get_device_properties(0).total_memory``);
+    None means the profile's nominal card. The effective batch never changes; a
+    model unknown to ``ftlab.memory`` is left as it is.
+    """
+    if profile.model_id not in MODEL_PRESETS:
+        return profile
+    total = total_memory or NOMINAL_MEMORY_BYTES[profile.name]
+    budget = memory_budget(total)
+    batch, target = profile.per_device_train_batch_size, profile.effective_batch_size
+    while True:
+        peak = estimate_profile_peak(profile, batch).peak_bytes
+        if peak <= budget or batch == 1:
+            break
+        batch //= 2
+    fits = "fits" if peak <= budget else "does NOT fit (use load_in_4bit or a shorter max_seq_length)"
+    note = (f"; batch {batch} x {target // batch} accumulation: estimated peak {peak / GIB:.1f} GiB {fits} "
+            f"in {budget / GIB:.1f} GiB ({MEMORY_FRACTION:.0%} of {total / GIB:.1f} GiB minus the CUDA context)")
+    return dataclasses.replace(profile, per_device_train_batch_size=batch,
+                               gradient_accumulation_steps=target // batch, reason=profile.reason + note)
+
+
+def attention_implementation(profile: Profile) -> str:
+    """``attn_implementation`` for ``from_pretrained``: flash_attention_2 where it can run, else sdpa.
+
+    FlashAttention 2 needs the ``flash_attn`` package and compute capability >= 8.0
+    (Ampere or newer); the T4 (7.5) and the CPU get PyTorch's SDPA, whose
+    memory-efficient kernel also avoids the seq x seq attention matrix.
+    """
+    import importlib.util
+
+    cc = profile.compute_capability
+    if profile.device == "cuda" and cc is not None and cc[0] >= 8 and importlib.util.find_spec("flash_attn"):
+        return "flash_attention_2"
+    return "sdpa"
 
 
 def _cuda_info() -> tuple[str, tuple[int, int]] | None:
@@ -165,15 +262,26 @@ def _cuda_info() -> tuple[str, tuple[int, int]] | None:
     return torch.cuda.get_device_name(0), tuple(torch.cuda.get_device_capability(0))
 
 
-def profile_for_gpu(gpu_name: str, capability: tuple[int, int], reason_prefix: str = "") -> Profile:
-    """Pick t4 (fp16) or a100 (bf16) from the compute capability alone."""
+def _cuda_total_memory() -> int | None:
+    """Total memory of GPU 0 in bytes, or None when torch cannot tell."""
+    import torch
+
+    try:
+        return int(torch.cuda.get_device_properties(0).total_memory)
+    except (AssertionError, RuntimeError, AttributeError):
+        return None
+
+
+def profile_for_gpu(gpu_name: str, capability: tuple[int, int], reason_prefix: str = "",
+                    total_memory: int | None = None) -> Profile:
+    """Pick t4 (fp16) or a100 (bf16) from the compute capability; size the batch for ``total_memory`` bytes."""
     major, minor = capability
     cc = f"{major}.{minor}"
     if major >= 8:
         reason = f"{reason_prefix}{gpu_name} has compute capability {cc} >= 8.0: native bf16"
-        return _a100(reason, gpu_name, (major, minor))
+        return _a100(reason, gpu_name, (major, minor), total_memory)
     reason = f"{reason_prefix}{gpu_name} has compute capability {cc} < 8.0: fp16 (bf16 would be emulated)"
-    return _t4(reason, gpu_name, (major, minor))
+    return _t4(reason, gpu_name, (major, minor), total_memory)
 
 
 def detect_profile(env: Mapping[str, str] | None = None) -> Profile:
@@ -195,10 +303,11 @@ def detect_profile(env: Mapping[str, str] | None = None) -> Profile:
             )
         name, cc = gpu
         maker = _t4 if requested == "t4" else _a100
-        return maker(f"{PROFILE_ENV}={requested} was set ({name}, compute capability {cc[0]}.{cc[1]})", name, cc)
+        return maker(f"{PROFILE_ENV}={requested} was set ({name}, compute capability {cc[0]}.{cc[1]})", name, cc,
+                     _cuda_total_memory())
     if gpu is None:
         return _cpu("no CUDA GPU found: tiny local model on the CPU")
-    return profile_for_gpu(*gpu)
+    return profile_for_gpu(*gpu, total_memory=_cuda_total_memory())
 
 
 def get_profile(name: str) -> Profile:
@@ -246,6 +355,8 @@ def load_model_and_tokenizer(
         kwargs["device_map"] = "cpu" if profile.device == "cpu" else "auto"
     elif profile.device == "cuda":
         kwargs["device_map"] = "auto"
+    if profile.device == "cuda":
+        kwargs["attn_implementation"] = attention_implementation(profile)
     kwargs.update(model_kwargs)
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
