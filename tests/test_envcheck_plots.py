@@ -12,6 +12,13 @@ def test_requirements_parse_and_all_installed():
     assert failures == []
 
 
+def test_environment_markers_and_import_names(tmp_path):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text('a==1.0  # note\nb==2.0; python_version < "3.0"\nc==3.0; python_version >= "3.0"\n')
+    assert envcheck.required_packages(requirements) == [("a", "1.0"), ("c", "3.0")]
+    assert envcheck.check_package("pytest-xdist", None).ok  # imported as xdist
+
+
 def test_version_mismatch_is_reported():
     check = envcheck.check_package("pytest", "0.0.1")
     assert not check.ok and "pinned" in check.detail

@@ -18,9 +18,11 @@ grader measure a policy the same way, through this module:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -289,6 +291,18 @@ def preference_dataset(pairs: Iterable[Mapping]):
     ])
 
 
+@contextlib.contextmanager
+def peft_tying_quiet():
+    """Silence peft's "ensure_weight_tying ... no tied modules found" warning.
+
+    peft looks for tied modules by name and misses the tiny model's tying of
+    ``lm_head`` to ``embed_tokens``; lab 08's tests check that one shared copy is trained.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ensure_weight_tying.*")
+        yield
+
+
 DPO_LORA = {"r": 16, "lora_alpha": 32, "target_modules": "all-linear", "lora_dropout": 0.0}
 
 
@@ -393,10 +407,7 @@ def train_dpo(model, tokenizer, pairs: Sequence[Mapping], args, peft_config=None
         from peft import get_peft_model
         from torch.optim import AdamW
 
-        import warnings
-
-        with warnings.catch_warnings():  # peft looks for tied modules by name and misses the tiny model's tying
-            warnings.filterwarnings("ignore", message=".*ensure_weight_tying.*")
+        with peft_tying_quiet():
             model = get_peft_model(model, peft_config if peft_config is not None else lora_config())
         peft_config = None
         rows = [p for n, p in model.named_parameters() if p.requires_grad and "modules_to_save" in n]
@@ -411,8 +422,9 @@ def train_dpo(model, tokenizer, pairs: Sequence[Mapping], args, peft_config=None
             if len(reference[column]) != len(pairs):
                 raise ValueError(f"reference[{column!r}] has {len(reference[column])} values for {len(pairs)} pairs")
             dataset = dataset.add_column(column, list(reference[column]))
-    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config, callbacks=callbacks, optimizers=optimizers)
+    with peft_tying_quiet():
+        trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                             peft_config=peft_config, callbacks=callbacks, optimizers=optimizers)
     if reference is not None:
         trainer.precompute_ref_logps = True  # use the columns; trl's own precompute would recompute them
     if trainable_token_ids is not None:

@@ -26,6 +26,7 @@ is cached, and ``load_sft`` returns the base model with the adapter merged.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import shutil
@@ -167,14 +168,29 @@ def build(profile=None, out: Path | None = None, verbose: bool = True) -> Path:
     return out
 
 
+@contextlib.contextmanager
+def _build_lock(path: Path):
+    """Hold an exclusive lock while the model at ``path`` is checked or built: a second
+    process (a notebook, ``run.sh test``'s background build) waits instead of building it too."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f"{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def ensure_built(profile=None, verbose: bool = True) -> Path:
     """The cached SFT model's folder, built first if missing or out of date."""
     path = sft_dir(profile)
     if is_current(profile, path):
         return path
-    if verbose:
-        print("building the shared SFT model (once; about 2-3 minutes on 2 CPU cores) ...", flush=True)
-    return build(profile, path, verbose=verbose)
+    with _build_lock(path):  # another process (a second notebook, run.sh) may be building it right now
+        if not is_current(profile, path):
+            if verbose:
+                print("building the shared SFT model (once; about 2-3 minutes on 2 CPU cores) ...", flush=True)
+            build(profile, path, verbose=verbose)
+    return path
 
 
 def load_sft(profile=None, dtype: str | None = None):
@@ -215,9 +231,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "build":
         profile = get_profile(args.profile)
         path = sft_dir(profile)
-        if args.force or not is_current(profile, path):
-            build(profile, path)
-        else:
+        with _build_lock(path):
+            stale = args.force or not is_current(profile, path)
+            if stale:
+                build(profile, path)
+        if not stale:
             record = info(path)
             print(f"SFT model is current: {path.name} (fingerprint {record['fingerprint']}, "
                   f"held-out accuracy {record['held_out_accuracy']:.1%})")

@@ -15,7 +15,7 @@ from pathlib import Path
 from ftlab.paths import REPO_ROOT
 
 # import name -> distribution name, for packages whose names differ
-IMPORT_NAMES = {"koreanize-matplotlib": "koreanize_matplotlib", "pyyaml": "yaml"}
+IMPORT_NAMES = {"koreanize-matplotlib": "koreanize_matplotlib", "pyyaml": "yaml", "pytest-xdist": "xdist"}
 OPTIONAL_GPU = ("unsloth",)
 
 
@@ -30,11 +30,20 @@ class Check:
 
 
 def required_packages(requirements: Path = REPO_ROOT / "requirements.txt") -> list[tuple[str, str | None]]:
-    """(name, pinned version or None) for every line of requirements.txt."""
+    """(name, pinned version or None) for every line of requirements.txt that applies here.
+
+    Lines whose environment marker does not hold on this interpreter (``; python_version < "3.11"``)
+    are skipped, as pip skips them.
+    """
+    from packaging.markers import Marker
+
     packages = []
     for raw in requirements.read_text().splitlines():
         line = raw.split("#", 1)[0].strip()
         if not line:
+            continue
+        line, _, marker = line.partition(";")
+        if marker.strip() and not Marker(marker.strip()).evaluate():
             continue
         match = re.match(r"^([A-Za-z0-9_.\-]+)\s*(?:==\s*([^\s;]+))?", line)
         if match:

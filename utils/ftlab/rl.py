@@ -263,28 +263,18 @@ def variant_kwargs(dpo_config) -> dict:
     return {k: getattr(dpo_config, k) for k in keys}
 
 
-@contextlib.contextmanager
-def _peft_tying_quiet():
-    """Silence peft's "ensure_weight_tying ... no tied modules" warning (it looks for tying by module name)."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*ensure_weight_tying.*")
-        yield
-
-
 def train_kto(model, tokenizer, pairs: Sequence[Mapping], dpo_config, output_dir: Path | str, peft_config=None,
               **overrides):
     """trl's ``KTOTrainer`` on the pairs made unpaired, with ``dpo_config``'s budget and beta."""
     from transformers import PrinterCallback
     from trl import KTOConfig, KTOTrainer
 
-    from ftlab.alignment import lora_config
+    from ftlab.alignment import lora_config, peft_tying_quiet
 
     kwargs = variant_kwargs(dpo_config)
     kwargs["per_device_train_batch_size"] *= 2  # two unpaired rows per pair: the same answers per step as DPO
     args = KTOConfig(output_dir=str(output_dir), beta=dpo_config.beta, **{**kwargs, **overrides})
-    with _peft_tying_quiet():
+    with peft_tying_quiet():
         trainer = KTOTrainer(model=model, args=args, train_dataset=kto_dataset(unpaired_rows(pairs)),
                              processing_class=tokenizer, peft_config=peft_config if peft_config is not None else lora_config())
     trainer.remove_callback(PrinterCallback)
@@ -307,11 +297,11 @@ def train_orpo(model, tokenizer, pairs: Sequence[Mapping], dpo_config, output_di
         warnings.simplefilter("ignore")
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-    from ftlab.alignment import lora_config, preference_dataset
+    from ftlab.alignment import lora_config, peft_tying_quiet, preference_dataset
 
     kwargs = {**variant_kwargs(dpo_config), "remove_unused_columns": False, **overrides}  # its beta is lambda (0.1)
     args = ORPOConfig(output_dir=str(output_dir), **kwargs)
-    with _peft_tying_quiet():
+    with peft_tying_quiet():
         trainer = ORPOTrainer(model=model, args=args, train_dataset=preference_dataset(pairs), processing_class=tokenizer,
                               peft_config=peft_config if peft_config is not None else lora_config())
     trainer.remove_callback(PrinterCallback)
