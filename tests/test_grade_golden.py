@@ -93,8 +93,8 @@ def test_a1_reference_recomputes_its_claims():
 @pytest.mark.parametrize("name, points, evidence", [
     ("oracle", 65, ["Wilcoxon p=", "McNemar p=1"]),  # curt -> warm texts of the same facts: every automatic point
     ("degraded", 30, ["반복률 0.571", "하락 +100.0%p"]),  # warm but ignorant and looping: tone points only
-    # the A2 starter's own CPU run (beta 0.1/0.5, lr 2e-3, trainable embeddings, sigmoid+sft): warmer, but the tiny
-    # model forgets its facts (0.94 -> 0.03); the grader must see it
+    # a real CPU run that trains on the given pairs only (an earlier starter: beta 0.1/0.5, lr 2e-3, trainable
+    # embeddings, sigmoid+sft): warmer, but the tiny model forgets its facts (0.94 -> 0.03); weak, honest, partial credit
     ("cpu_run", 35, ["Wilcoxon p=9.31e-14", "0.941 → 0.030"]),
 ])
 def test_a2_synthetic_golden(name, points, evidence):
@@ -106,12 +106,15 @@ def test_a2_synthetic_golden(name, points, evidence):
         assert word in text, word
 
 
-@pytest.mark.skipif(not (GOLDEN / "a2" / "reference").exists(), reason="A2 reference not built yet")
 def test_a2_reference_earns_full_automatic_points():
+    # the instructor notebook's own CPU run (designed pairs, section 2): warm 0.01 -> 0.98, facts 0.960 -> 0.941
     result, rub = _grade("a2", "reference")
     assert result.status == "graded" and result.total("auto") == rub.auto_points, \
         [(r.item.id, r.points, r.evidence) for r in result.items if r.item.judge == "auto"]
     assert result.claims == []
+    text = _text(result, rub)
+    for word in ("0.960 → 0.941", "0.083 → 0.333", "x1.35"):
+        assert word in text, word
 
 
 def test_batch_grades_every_golden_and_keeps_manual_grades(tmp_path):
