@@ -26,7 +26,6 @@ is cached, and ``load_sft`` returns the base model with the adapter merged.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import shutil
@@ -35,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from ftlab.paths import CACHE_DIR, DATA_DIR
+from ftlab.paths import CACHE_DIR, DATA_DIR, build_lock
 
 BUILD_VERSION = "1"  # bump when the build procedure changes
 
@@ -168,24 +167,12 @@ def build(profile=None, out: Path | None = None, verbose: bool = True) -> Path:
     return out
 
 
-@contextlib.contextmanager
-def _build_lock(path: Path):
-    """Hold an exclusive lock while the model at ``path`` is checked or built: a second
-    process (a notebook, ``run.sh test``'s background build) waits instead of building it too."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f"{path.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
 def ensure_built(profile=None, verbose: bool = True) -> Path:
     """The cached SFT model's folder, built first if missing or out of date."""
     path = sft_dir(profile)
     if is_current(profile, path):
         return path
-    with _build_lock(path):  # another process (a second notebook, run.sh) may be building it right now
+    with build_lock(path):  # another process (a second notebook, run.sh) may be building it right now
         if not is_current(profile, path):
             if verbose:
                 print("building the shared SFT model (once; about 2-3 minutes on 2 CPU cores) ...", flush=True)
@@ -231,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "build":
         profile = get_profile(args.profile)
         path = sft_dir(profile)
-        with _build_lock(path):
+        with build_lock(path):
             stale = args.force or not is_current(profile, path)
             if stale:
                 build(profile, path)

@@ -6,6 +6,7 @@ on Colab (or a test) can point the course at another checkout or cache.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -32,3 +33,15 @@ def cache_dir(*parts: str) -> Path:
     path = CACHE_DIR.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def build_lock(path: Path):
+    """Hold an exclusive lock (``<name>.lock`` beside ``path``) while the artefact at ``path`` is checked or
+    built: a second process (a notebook, ``run.sh test``'s background build) waits instead of building it too."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f"{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from ftlab.paths import CACHE_DIR, DATA_DIR
+from ftlab.paths import CACHE_DIR, DATA_DIR, build_lock
 
 BUILD_VERSION = "1"  # bump when the build procedure changes
 
@@ -348,11 +348,7 @@ def ensure_built(path: Path | None = None, verbose: bool = True) -> Path:
     path = Path(path) if path else default_dir()
     if is_current(path):
         return path
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f"{path.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it right now
+    with build_lock(path):  # another process may be building it right now
         if not is_current(path):
             if verbose:
                 print("building the tiny model (once; about 2-3 minutes on 2 CPU cores) ...")
